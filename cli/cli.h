@@ -1,0 +1,12 @@
+/* cli.h — the d2v subcommands. Each takes the arguments after its name and
+ * returns the process exit status; only cli/ prints errors and exits. */
+#ifndef D2V_CLI_H
+#define D2V_CLI_H
+
+int cmd_version(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+
+/* True when argv holds -h or --help. */
+int wants_help(int argc, char **argv);
+
+#endif

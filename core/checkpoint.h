@@ -1,0 +1,35 @@
+/* checkpoint.h — a training run in one safetensors file (DESIGN §5):
+ *   <name>            student tensors
+ *   teacher.<name>    the EMA teacher (Transformer tensors only)
+ *   optim.m.<name>, optim.v.<name>   AdamW moments
+ *   __metadata__      format, format_version, step, rng, seed, the
+ *                     resolved config text, d2v version
+ * Written atomically (safetensors.h): a crash leaves the previous file. */
+#ifndef D2V_CHECKPOINT_H
+#define D2V_CHECKPOINT_H
+
+#include "params.h"
+#include "rng.h"
+
+#define CHECKPOINT_FORMAT "d2v-checkpoint"
+#define CHECKPOINT_VERSION 1
+
+typedef struct {
+    int64_t step;   /* optimizer updates done */
+    Rng rng;        /* the run's sequential RNG (masking, data order) */
+} TrainState;
+
+int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,
+                    D2vError *err);
+
+/* Reads only the embedded config text (to build the model before loading
+ * tensors). Caller frees *config_text. */
+int checkpoint_read_config(const char *path, char **config_text, D2vError *err);
+
+/* Loads every tensor of ps (student, teacher, moments) and, when state is
+ * not NULL, the training state. Every tensor must be present with its exact
+ * shape and dtype F32; a tensor the model does not have is an error too (a
+ * checkpoint of another model). */
+int checkpoint_load(const char *path, ParamStore *ps, TrainState *state, D2vError *err);
+
+#endif

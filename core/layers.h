@@ -1,0 +1,83 @@
+/* layers.h — the building blocks, each a forward/backward pair.
+ *
+ * Shapes: M rows (= B batch x N positions), D channels, In/Out a linear map's
+ * input/output width. Row-major throughout. Convention for every backward:
+ * the gradient with respect to the layer's input (d_in) is OVERWRITTEN,
+ * unless the function says it accumulates; gradients with respect to
+ * parameters are ACCUMULATED (+=), so a parameter used twice, or a batch
+ * split into micro-batches, just adds up. */
+#ifndef D2V_LAYERS_H
+#define D2V_LAYERS_H
+
+#include "real.h"
+
+#include <stdint.h>
+
+/* out (M,Out) = in (M,In) . W^T + b; W is (Out,In) as PyTorch stores Linear.
+ * bias may be NULL. */
+void linear_forward(real *out, const real *in, const real *weight, const real *bias, int M, int In, int Out);
+/* d_in (M,In) = d_out . W (accumulated into d_in when accumulate_d_in),
+ * d_weight (Out,In) += d_out^T . in, d_bias (Out) += column sums of d_out.
+ * d_in, d_bias may be NULL. */
+void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
+                     const real *weight, int M, int In, int Out, int accumulate_d_in);
+
+/* Layer norm over the last dimension (D) of each of M rows. gamma/beta may
+ * be NULL (no affine: the data2vec target norms). Saves mean and 1/std per
+ * row for the backward. */
+void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
+                       const real *beta, int M, int D, real eps);
+void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
+                        const real *mean, const real *rstd, const real *gamma, int M, int D);
+
+/* Instance norm (no affine): per sample b and channel d, normalise over the
+ * N positions that are not padding (pad[b*N+n] != 0 marks padding; pad may
+ * be NULL). Padded positions come out as 0. mean/rstd are (B,D). */
+void instancenorm_forward(real *out, real *mean, real *rstd, const real *in, const uint8_t *pad,
+                          int B, int N, int D, real eps);
+void instancenorm_backward(real *d_in, const real *d_out, const real *in, const real *mean,
+                           const real *rstd, const uint8_t *pad, int B, int N, int D);
+
+/* GELU, the exact erf form (PyTorch's default): x/2 (1 + erf(x/sqrt 2)). */
+void gelu_forward(real *out, const real *in, size_t n);
+void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
+
+/* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
+ * based RNG at (seed, site, step) so the backward regenerates the same mask
+ * and nothing depends on thread scheduling. p == 0 copies (or no-ops when
+ * out == in). In-place (out == in) is allowed. */
+typedef struct {
+    real p;
+    uint64_t seed, site, step;
+} DropoutSite;
+void dropout_forward(real *out, const real *in, size_t n, DropoutSite site);
+void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site);
+
+/* Multi-head softmax attention. qkv (B,N,3D) holds q|k|v per row, each D =
+ * H heads x Dh channels. out (B,N,D) = softmax(q k^T / sqrt(Dh)) v per head.
+ * Keys with pad != 0 get zero weight. probs (B,H,N,N) is kept for the
+ * backward (pre-dropout); scratch needs attention_scratch_size() reals. */
+size_t attention_scratch_size(int N, int threads);
+void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
+                       int H, DropoutSite drop, real *scratch);
+void attention_backward(real *d_qkv, const real *d_out, const real *probs, const real *qkv, int B, int N,
+                        int D, int H, DropoutSite drop, real *scratch);
+
+/* Replaces the rows where mask != 0 by a learned vector emb (D): how image
+ * and speech hide input (wav2vec 2.0 / BEiT). x (B*N, D). */
+void mask_embed_forward(real *out, const real *in, const uint8_t *mask, const real *emb, int M, int D);
+void mask_embed_backward(real *d_in, real *d_emb, const real *d_out, const uint8_t *mask, int M, int D);
+
+/* out (M,D) = a + b. */
+void residual_forward(real *out, const real *a, const real *b, size_t n);
+
+/* data2vec's regression loss over P predicted rows (P,D):
+ *   loss = scale/P * sum_rows sum_channels l(pred - target)
+ * with l the Smooth L1 of width beta, or the squared error when beta == 0
+ * (fairseq uses F.mse_loss then, without the 1/2). Returns the loss and
+ * writes d_pred (P,D) = d loss / d pred. */
+double regression_loss_forward(const real *pred, const real *target, int P, int D, real beta, real scale);
+void regression_loss_backward(real *d_pred, const real *pred, const real *target, int P, int D, real beta,
+                              real scale);
+
+#endif

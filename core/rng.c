@@ -1,0 +1,99 @@
+#include "rng.h"
+
+#include <math.h>
+
+/* Philox4x32-10 constants from Salmon et al., "Parallel random numbers: as
+ * easy as 1, 2, 3" (SC'11). */
+#define PHILOX_M0 0xD2511F53u
+#define PHILOX_M1 0xCD9E8D57u
+#define PHILOX_W0 0x9E3779B9u
+#define PHILOX_W1 0xBB67AE85u
+
+void philox4x32(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4])
+{
+    uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3];
+    uint32_t k0 = key[0], k1 = key[1];
+    for (int round = 0; round < 10; round++) {
+        uint64_t p0 = (uint64_t)PHILOX_M0 * c0;
+        uint64_t p1 = (uint64_t)PHILOX_M1 * c2;
+        uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+        uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+        c0 = hi1 ^ c1 ^ k0;
+        c1 = lo1;
+        c2 = hi0 ^ c3 ^ k1;
+        c3 = lo0;
+        k0 += PHILOX_W0;
+        k1 += PHILOX_W1;
+    }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+static void philox_block(uint64_t seed, uint64_t stream, uint64_t position, uint32_t out[4])
+{
+    const uint32_t counter[4] = {(uint32_t)position, (uint32_t)(position >> 32),
+                                 (uint32_t)stream, (uint32_t)(stream >> 32)};
+    const uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)};
+    philox4x32(counter, key, out);
+}
+
+void rng_init(Rng *r, uint64_t seed, uint64_t stream)
+{
+    r->seed = seed;
+    r->stream = stream;
+    r->position = 0;
+    r->used = 4;
+}
+
+uint32_t rng_u32(Rng *r)
+{
+    if (r->used == 4) {
+        philox_block(r->seed, r->stream, r->position++, r->buffer);
+        r->used = 0;
+    }
+    return r->buffer[r->used++];
+}
+
+uint64_t rng_u64(Rng *r)
+{
+    uint64_t hi = rng_u32(r);
+    return (hi << 32) | rng_u32(r);
+}
+
+float rng_uniform(Rng *r)
+{
+    return (float)(rng_u32(r) >> 8) * (1.0f / 16777216.0f);
+}
+
+uint32_t rng_below(Rng *r, uint32_t n)
+{
+    if (n <= 1)
+        return 0;
+    /* Reject the top partial copy of [0, n) so every value is equally likely. */
+    uint32_t limit = UINT32_MAX - UINT32_MAX % n;
+    uint32_t x;
+    do
+        x = rng_u32(r);
+    while (x >= limit);
+    return x % n;
+}
+
+float rng_normal(Rng *r)
+{
+    /* Box-Muller; u1 is kept away from 0 so log() stays finite. */
+    double u1 = ((double)(rng_u32(r) >> 8) + 0.5) / 16777216.0;
+    double u2 = (double)(rng_u32(r) >> 8) / 16777216.0;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t i)
+{
+    /* Four uniforms per block: element i uses word i%4 of block i/4. The key
+     * is offset from the sequential streams' so the two never share blocks. */
+    const uint64_t block = i >> 2;
+    const uint32_t counter[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream, (uint32_t)step};
+    const uint64_t k = seed ^ 0xD20D2017A5A5A5A5ull;
+    const uint32_t key[2] = {(uint32_t)k, (uint32_t)(k >> 32)};
+    uint32_t out[4];
+    philox4x32(counter, key, out);
+    return (float)(out[i & 3] >> 8) * (1.0f / 16777216.0f);
+}

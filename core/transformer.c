@@ -1,0 +1,285 @@
+#include "transformer.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* Dropout sites: every dropout in the network draws from its own stream. */
+enum { SITE_ATTN = 0, SITE_PROJ = 1, SITE_ACT = 2, SITE_FFN = 3, SITES_PER_LAYER = 4 };
+#define SITE_INPUT (SITES_PER_LAYER * MAX_LAYERS)
+
+static DropoutSite site(ForwardMode mode, real p, int layer, int which)
+{
+    DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step};
+    return s;
+}
+
+/* ---- registration --------------------------------------------------------- */
+
+static int add(ParamStore *ps, const char *prefix, const char *name, ParamKind kind, ParamInit init, float scale,
+               int64_t d0, int64_t d1, D2vError *err)
+{
+    char full[PARAM_NAME_LEN];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    int64_t shape[2] = {d0, d1};
+    return params_add(ps, full, kind, 1, init, scale, d1 ? 2 : 1, shape, err);
+}
+
+int transformer_register(Transformer *t, ParamStore *ps, ParamInit init, float std, D2vError *err)
+{
+    const int64_t D = t->dim, F = t->ffn_dim;
+    if (t->layers < 1 || t->layers > MAX_LAYERS)
+        return d2v_fail(err, "model.layers = %d: expected 1..%d", t->layers, MAX_LAYERS);
+    if (D % t->heads)
+        return d2v_fail(err, "model.dim = %d is not divisible by model.heads = %d", t->dim, t->heads);
+    /* With PyTorch's default, a Linear's weight and bias are U(+-1/sqrt(fan_in)). */
+    const int uniform = init == INIT_UNIFORM;
+    const float s_in = uniform ? 1.0f / sqrtf((float)D) : std;
+    const float s_ffn = uniform ? 1.0f / sqrtf((float)F) : std;
+    const ParamInit bias_init = uniform ? INIT_UNIFORM : INIT_ZERO;
+    for (int l = 0; l < t->layers; l++) {
+        char p[32];
+        snprintf(p, sizeof p, "blocks.%d.", l);
+        if (add(ps, p, "attn.qkv.weight", PARAM_WEIGHT, init, s_in, 3 * D, 0 + D, err) < 0 ||
+            add(ps, p, "attn.qkv.bias", PARAM_BIAS, bias_init, s_in, 3 * D, 0, err) < 0 ||
+            add(ps, p, "attn.proj.weight", PARAM_WEIGHT, init, s_in, D, D, err) < 0 ||
+            add(ps, p, "attn.proj.bias", PARAM_BIAS, bias_init, s_in, D, 0, err) < 0 ||
+            add(ps, p, "ln1.weight", PARAM_NORM, INIT_ONE, 0, D, 0, err) < 0 ||
+            add(ps, p, "ln1.bias", PARAM_NORM, INIT_ZERO, 0, D, 0, err) < 0 ||
+            add(ps, p, "fc1.weight", PARAM_WEIGHT, init, s_in, F, D, err) < 0 ||
+            add(ps, p, "fc1.bias", PARAM_BIAS, bias_init, s_in, F, 0, err) < 0 ||
+            add(ps, p, "fc2.weight", PARAM_WEIGHT, init, s_ffn, D, F, err) < 0 ||
+            add(ps, p, "fc2.bias", PARAM_BIAS, bias_init, s_ffn, D, 0, err) < 0 ||
+            add(ps, p, "ln2.weight", PARAM_NORM, INIT_ONE, 0, D, 0, err) < 0 ||
+            add(ps, p, "ln2.bias", PARAM_NORM, INIT_ZERO, 0, D, 0, err) < 0)
+            return -1;
+    }
+    if (add(ps, "", "norm.weight", PARAM_NORM, INIT_ONE, 0, D, 0, err) < 0 ||
+        add(ps, "", "norm.bias", PARAM_NORM, INIT_ZERO, 0, D, 0, err) < 0)
+        return -1;
+    return 0;
+}
+
+static size_t offset_of(const ParamStore *ps, const char *prefix, const char *name)
+{
+    char full[PARAM_NAME_LEN];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    return ps->params[params_find(ps, full)].offset;
+}
+
+void transformer_bind(Transformer *t, const ParamStore *ps)
+{
+    for (int l = 0; l < t->layers; l++) {
+        char p[32];
+        snprintf(p, sizeof p, "blocks.%d.", l);
+        BlockParams *b = &t->blocks[l];
+        b->qkv_w = offset_of(ps, p, "attn.qkv.weight");
+        b->qkv_b = offset_of(ps, p, "attn.qkv.bias");
+        b->proj_w = offset_of(ps, p, "attn.proj.weight");
+        b->proj_b = offset_of(ps, p, "attn.proj.bias");
+        b->ln1_w = offset_of(ps, p, "ln1.weight");
+        b->ln1_b = offset_of(ps, p, "ln1.bias");
+        b->fc1_w = offset_of(ps, p, "fc1.weight");
+        b->fc1_b = offset_of(ps, p, "fc1.bias");
+        b->fc2_w = offset_of(ps, p, "fc2.weight");
+        b->fc2_b = offset_of(ps, p, "fc2.bias");
+        b->ln2_w = offset_of(ps, p, "ln2.weight");
+        b->ln2_b = offset_of(ps, p, "ln2.bias");
+    }
+    t->norm_w = offset_of(ps, "", "norm.weight");
+    t->norm_b = offset_of(ps, "", "norm.bias");
+}
+
+/* ---- activations -------------------------------------------------------------- */
+
+static void layout_block(BlockActs *b, Arena *arena, const Transformer *t, int B, int N)
+{
+    const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
+    b->ln1_out = arena_take(arena, M * D);
+    b->ln1_mean = arena_take(arena, M);
+    b->ln1_rstd = arena_take(arena, M);
+    b->qkv = arena_take(arena, M * 3 * D);
+    b->probs = arena_take(arena, (size_t)B * t->heads * N * N);
+    b->att = arena_take(arena, M * D);
+    b->proj = arena_take(arena, M * D);
+    b->res1 = arena_take(arena, M * D);
+    b->ln2_out = arena_take(arena, M * D);
+    b->ln2_mean = arena_take(arena, M);
+    b->ln2_rstd = arena_take(arena, M);
+    b->fc1 = arena_take(arena, M * F);
+    b->act = arena_take(arena, M * F);
+    b->ffn = arena_take(arena, M * D);
+    b->res2 = arena_take(arena, M * D);
+    b->out = t->layout == LAYOUT_POST_LN ? b->ln2_out : b->res2;
+}
+
+void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, int B, int N, int keep_all,
+                        int threads)
+{
+    const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
+    memset(a, 0, sizeof *a);
+    a->B = B;
+    a->N = N;
+    a->n_blocks = keep_all ? t->layers : 2;
+    a->input = arena_take(arena, M * D);
+    a->norm_mean = arena_take(arena, M);
+    a->norm_rstd = arena_take(arena, M);
+    a->output = arena_take(arena, M * D);
+    for (int l = 0; l < a->n_blocks; l++)
+        layout_block(&a->blocks[l], arena, t, B, N);
+    a->attn_scratch = arena_take(arena, attention_scratch_size(N, threads));
+    if (!keep_all)
+        return;
+    a->d_a = arena_take(arena, M * D);
+    a->d_b = arena_take(arena, M * D);
+    a->d_c = arena_take(arena, M * D);
+    a->d_stream = arena_take(arena, M * D);
+    a->d_f = arena_take(arena, M * F);
+    a->d_qkv = arena_take(arena, M * 3 * D);
+}
+
+/* ---- one block -------------------------------------------------------------------- */
+
+void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a, const uint8_t *pad, int B,
+                   int N, real *attn_scratch, ForwardMode mode)
+{
+    const BlockParams *p = &t->blocks[layer];
+    const int M = B * N, D = t->dim, F = t->ffn_dim;
+    const int post = t->layout == LAYOUT_POST_LN;
+    const real *x = a->x;
+
+    /* Attention sub-layer. Pre-LN normalises its input; post-LN its output. */
+    const real *attn_in = x;
+    if (!post) {
+        layernorm_forward(a->ln1_out, a->ln1_mean, a->ln1_rstd, x, w + p->ln1_w, w + p->ln1_b, M, D, t->eps);
+        attn_in = a->ln1_out;
+    }
+    linear_forward(a->qkv, attn_in, w + p->qkv_w, w + p->qkv_b, M, D, 3 * D);
+    attention_forward(a->att, a->probs, a->qkv, pad, B, N, D, t->heads,
+                      site(mode, t->attention_dropout, layer, SITE_ATTN), attn_scratch);
+    linear_forward(a->proj, a->att, w + p->proj_w, w + p->proj_b, M, D, D);
+    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ));
+    residual_forward(a->res1, x, a->proj, (size_t)M * D);
+
+    /* Feed-forward sub-layer. */
+    const real *ffn_in;
+    if (post) {
+        layernorm_forward(a->ln1_out, a->ln1_mean, a->ln1_rstd, a->res1, w + p->ln1_w, w + p->ln1_b, M, D, t->eps);
+        ffn_in = a->ln1_out;
+    } else {
+        layernorm_forward(a->ln2_out, a->ln2_mean, a->ln2_rstd, a->res1, w + p->ln2_w, w + p->ln2_b, M, D, t->eps);
+        ffn_in = a->ln2_out;
+    }
+    linear_forward(a->fc1, ffn_in, w + p->fc1_w, w + p->fc1_b, M, D, F);
+    gelu_forward(a->act, a->fc1, (size_t)M * F);
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    linear_forward(a->ffn, a->act, w + p->fc2_w, w + p->fc2_b, M, F, D);
+    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN));
+
+    /* The last residual (post-LN adds the FFN's input, pre-LN the stream h);
+     * a->ffn stays as it is: the paper's target tap. */
+    residual_forward(a->res2, post ? a->ln1_out : a->res1, a->ffn, (size_t)M * D);
+    if (post)
+        layernorm_forward(a->ln2_out, a->ln2_mean, a->ln2_rstd, a->res2, w + p->ln2_w, w + p->ln2_b, M, D, t->eps);
+}
+
+void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
+                    TransformerActs *s, real *d_stream, int B, int N, ForwardMode mode)
+{
+    const BlockParams *p = &t->blocks[layer];
+    const int M = B * N, D = t->dim, F = t->ffn_dim;
+    const size_t MD = (size_t)M * D;
+    const int post = t->layout == LAYOUT_POST_LN;
+
+    /* d_res1 collects the gradient w.r.t. the attention sub-layer's output
+     * (post: through LN1; pre: the residual stream h). */
+    real *d_res1 = s->d_b;
+    const real *ffn_in = post ? a->ln1_out : a->ln2_out;
+    if (post) {
+        /* y = LN2(h + ffn), h = ln1_out */
+        layernorm_backward(s->d_a, g + p->ln2_w, g + p->ln2_b, d_stream, a->res2, a->ln2_mean, a->ln2_rstd,
+                           w + p->ln2_w, M, D);
+    } else {
+        memcpy(s->d_a, d_stream, MD * sizeof(real)); /* y = h + ffn */
+    }
+    /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
+    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN));
+    linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
+    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
+    if (post) {
+        /* d h = d_a (residual) + fc1 path */
+        linear_backward(s->d_a, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 1);
+        layernorm_backward(d_res1, g + p->ln1_w, g + p->ln1_b, s->d_a, a->res1, a->ln1_mean, a->ln1_rstd,
+                           w + p->ln1_w, M, D);
+    } else {
+        linear_backward(s->d_c, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 0);
+        layernorm_backward(d_res1, g + p->ln2_w, g + p->ln2_b, s->d_c, a->res1, a->ln2_mean, a->ln2_rstd,
+                           w + p->ln2_w, M, D);
+        for (size_t i = 0; i < MD; i++)
+            d_res1[i] += s->d_a[i]; /* h also reaches y directly */
+    }
+
+    /* res1 = x + dropout(proj(attention(qkv(attn_in)))) */
+    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ));
+    linear_backward(s->d_c, g + p->proj_w, g + p->proj_b, s->d_a, a->att, w + p->proj_w, M, D, D, 0);
+    attention_backward(s->d_qkv, s->d_c, a->probs, a->qkv, B, N, D, t->heads,
+                       site(mode, t->attention_dropout, layer, SITE_ATTN), s->attn_scratch);
+    if (post) {
+        memcpy(d_stream, d_res1, MD * sizeof(real));
+        linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
+    } else {
+        linear_backward(s->d_a, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->ln1_out, w + p->qkv_w, M, D, 3 * D, 0);
+        layernorm_backward(d_stream, g + p->ln1_w, g + p->ln1_b, s->d_a, a->x, a->ln1_mean, a->ln1_rstd,
+                           w + p->ln1_w, M, D);
+        for (size_t i = 0; i < MD; i++)
+            d_stream[i] += d_res1[i];
+    }
+}
+
+/* ---- the encoder ---------------------------------------------------------------- */
+
+void transformer_forward(const Transformer *t, const real *w, TransformerActs *a, const real *x,
+                         const uint8_t *pad, int B, int N, ForwardMode mode)
+{
+    const int M = B * N, D = t->dim;
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    if (t->layout == LAYOUT_POST_LN) {
+        layernorm_forward(a->input, a->norm_mean, a->norm_rstd, x, w + t->norm_w, w + t->norm_b, M, D, t->eps);
+        dropout_forward(a->input, a->input, (size_t)M * D, input_drop);
+    } else {
+        dropout_forward(a->input, x, (size_t)M * D, input_drop);
+    }
+    const real *h = a->input;
+    for (int l = 0; l < t->layers; l++) {
+        BlockActs *b = &a->blocks[l];
+        b->x = h;
+        block_forward(t, l, w, b, pad, B, N, a->attn_scratch, mode);
+        h = b->out;
+    }
+    if (t->layout == LAYOUT_POST_LN)
+        memcpy(a->output, h, (size_t)M * D * sizeof(real));
+    else
+        layernorm_forward(a->output, a->norm_mean, a->norm_rstd, h, w + t->norm_w, w + t->norm_b, M, D, t->eps);
+}
+
+void transformer_backward(const Transformer *t, const real *w, real *g, TransformerActs *a, const real *x,
+                          const real *d_out, real *d_x, int B, int N, ForwardMode mode)
+{
+    const int M = B * N, D = t->dim;
+    const size_t MD = (size_t)M * D;
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    real *d = a->d_stream;
+    if (t->layout == LAYOUT_PRE_LN)
+        layernorm_backward(d, g + t->norm_w, g + t->norm_b, d_out, a->blocks[t->layers - 1].out, a->norm_mean,
+                           a->norm_rstd, w + t->norm_w, M, D);
+    else
+        memcpy(d, d_out, MD * sizeof(real));
+    for (int l = t->layers - 1; l >= 0; l--)
+        block_backward(t, l, w, g, &a->blocks[l], a, d, B, N, mode);
+    if (t->layout == LAYOUT_POST_LN) {
+        dropout_backward(d, d, MD, input_drop);
+        layernorm_backward(d_x, g + t->norm_w, g + t->norm_b, d, x, a->norm_mean, a->norm_rstd, w + t->norm_w, M, D);
+    } else {
+        dropout_backward(d_x, d, MD, input_drop);
+    }
+}

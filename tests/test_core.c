@@ -1,0 +1,417 @@
+/* test_core.c — the objective's pieces against answers computed by hand:
+ * teacher targets on an input whose answer is known, EMA decay values, one
+ * AdamW step, schedule values at key steps, the RNG, checkpoint round trip
+ * and rejection, and bit-for-bit determinism of a step. */
+#include "check.h"
+#include "checkpoint.h"
+#include "data2vec.h"
+#include "ema.h"
+#include "fixture.h"
+#include "optim.h"
+#include "rng.h"
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * (1 + fabs(b)); }
+
+/* ---- a model whose teacher is simple enough to compute by hand ---------------- */
+
+typedef struct {
+    Data2vec model;
+    ParamStore ps;
+    Arena arena;
+    Data2vecActs acts;
+} Model;
+
+static void model_init(Model *m, const D2vConfig *cfg, int B, int N)
+{
+    D2vError err;
+    memset(m, 0, sizeof *m);
+    if (d2v_register(&m->model, &m->ps, cfg, &err) < 0 || params_alloc(&m->ps, &err) < 0) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        exit(2);
+    }
+    d2v_bind(&m->model, &m->ps);
+    Rng rng;
+    rng_init(&rng, 5, 0);
+    params_init(&m->ps, &rng);
+    Arena measure = {0};
+    d2v_layout(&m->acts, &measure, &m->model, B, N, 64);
+    if (arena_alloc(&m->arena, measure.used, &err) < 0)
+        exit(2);
+    d2v_layout(&m->acts, &m->arena, &m->model, B, N, 64);
+}
+
+static void model_free(Model *m)
+{
+    params_free(&m->ps);
+    arena_free(&m->arena);
+}
+
+/* With every teacher weight zero except each block's fc2 bias c_l, a pre-LN
+ * block maps h to h + c_l: attention and fc1 contribute nothing, the FFN
+ * output is the constant c_l. So with D=4, L=3, K=2:
+ *   tap=block: a^l = x + c_0 + ... + c_l      tap=ffn: a^l = c_l
+ * and the targets follow in closed form. */
+enum { TB = 2, TN = 3, TD = 4 };
+static const float c_bias[3][TD] = {{1, -2, 0.5f, 3}, {0.25f, 0.5f, -1, 2}, {-3, 1, 1, 0}};
+
+static void zero_teacher_except_fc2_bias(Model *m)
+{
+    memset(m->ps.teacher, 0, m->ps.teacher_numel * sizeof(real));
+    for (int l = 0; l < 3; l++) {
+        memcpy(m->ps.teacher + m->model.encoder.blocks[l].fc2_b, c_bias[l], sizeof c_bias[l]);
+        for (int d = 0; d < TD; d++) /* LN gains: irrelevant (zero weights follow), but keep them sane */
+            m->ps.teacher[m->model.encoder.blocks[l].ln1_w + d] = m->ps.teacher[m->model.encoder.blocks[l].ln2_w + d] = 1;
+    }
+}
+
+static void hand_layernorm(double *v, int D)
+{
+    double mu = 0, var = 0;
+    for (int d = 0; d < D; d++)
+        mu += v[d];
+    mu /= D;
+    for (int d = 0; d < D; d++)
+        var += (v[d] - mu) * (v[d] - mu);
+    var /= D;
+    for (int d = 0; d < D; d++)
+        v[d] = (v[d] - mu) / sqrt(var + 1e-5);
+}
+
+static void test_targets(void)
+{
+    const float x[TB * TN * TD] = {0.1f, 0.2f, -0.3f, 0.4f, 1, 0, -1, 2, 0.5f, 0.5f, 0.5f, -0.5f,
+                                   3, 1, 4, 1, -5, 9, 2, 6, 7, 7, 7, 7 /* padding */};
+    const uint8_t pad[TB * TN] = {0, 0, 0, 0, 0, 1};
+
+    /* 1) tap=block, no norms: y = mean(x + c0 + c1, x + c0 + c1 + c2). */
+    {
+        ObjectiveCase oc = {"pre_ln", "none", "none", "block", "linear", 0, 0};
+        D2vConfig cfg = fixture_config(oc, TD, 3, 2, 8, 2);
+        Model m;
+        model_init(&m, &cfg, TB, TN);
+        zero_teacher_except_fc2_bias(&m);
+        d2v_teacher_targets(&m.model, &m.ps, &m.acts, x, pad, TB, TN);
+        int ok = 1;
+        for (int i = 0; i < TB * TN; i++)
+            for (int d = 0; d < TD; d++) {
+                double want = x[i * TD + d] + c_bias[0][d] + c_bias[1][d] + 0.5 * c_bias[2][d];
+                ok &= close_to(m.acts.target_sum[i * TD + d], want, 1e-5);
+            }
+        CHECK(ok, "targets (block tap, no norm) differ from x + c0 + c1 + c2/2");
+        model_free(&m);
+    }
+    /* 2) tap=ffn, layer norm per layer: y = (LN(c1) + LN(c2)) / 2 everywhere. */
+    {
+        ObjectiveCase oc = {"pre_ln", "layer", "none", "ffn", "linear", 0, 0};
+        D2vConfig cfg = fixture_config(oc, TD, 3, 2, 8, 2);
+        Model m;
+        model_init(&m, &cfg, TB, TN);
+        zero_teacher_except_fc2_bias(&m);
+        d2v_teacher_targets(&m.model, &m.ps, &m.acts, x, pad, TB, TN);
+        double c1[TD], c2[TD];
+        for (int d = 0; d < TD; d++)
+            c1[d] = c_bias[1][d], c2[d] = c_bias[2][d];
+        hand_layernorm(c1, TD);
+        hand_layernorm(c2, TD);
+        int ok = 1;
+        for (int i = 0; i < TB * TN; i++)
+            for (int d = 0; d < TD; d++)
+                ok &= close_to(m.acts.target_sum[i * TD + d], 0.5 * (c1[d] + c2[d]), 1e-5);
+        CHECK(ok, "targets (ffn tap, layer norm) differ from (LN(c1) + LN(c2))/2");
+        model_free(&m);
+    }
+    /* 3) tap=block, instance norm per layer, final layer norm: the constants
+     * vanish under instance norm, so y = LN(IN(x)), IN over the sample's
+     * non-padding positions only. */
+    {
+        ObjectiveCase oc = {"pre_ln", "instance", "layer", "block", "linear", 0, 0};
+        D2vConfig cfg = fixture_config(oc, TD, 3, 2, 8, 2);
+        Model m;
+        model_init(&m, &cfg, TB, TN);
+        zero_teacher_except_fc2_bias(&m);
+        d2v_teacher_targets(&m.model, &m.ps, &m.acts, x, pad, TB, TN);
+        double want[TB * TN][TD] = {{0}};
+        for (int b = 0; b < TB; b++) {
+            int valid = b == 0 ? 3 : 2;
+            for (int d = 0; d < TD; d++) {
+                double mu = 0, var = 0;
+                for (int n = 0; n < valid; n++)
+                    mu += x[(b * TN + n) * TD + d];
+                mu /= valid;
+                for (int n = 0; n < valid; n++)
+                    var += pow(x[(b * TN + n) * TD + d] - mu, 2);
+                var /= valid;
+                for (int n = 0; n < valid; n++)
+                    want[b * TN + n][d] = (x[(b * TN + n) * TD + d] - mu) / sqrt(var + 1e-5);
+            }
+        }
+        int ok = 1;
+        for (int i = 0; i < TB * TN; i++) {
+            if (pad[i])
+                continue;
+            hand_layernorm(want[i], TD);
+            for (int d = 0; d < TD; d++)
+                ok &= close_to(m.acts.target_sum[i * TD + d], want[i][d], 1e-4);
+        }
+        CHECK(ok, "targets (block tap, instance norm, final layer norm) differ from LN(IN(x))");
+        model_free(&m);
+    }
+}
+
+/* ---- EMA, AdamW, schedules --------------------------------------------------- */
+
+static void test_ema(void)
+{
+    CHECK(ema_tau(0.999, 0.9999, 30000, 0) == 0.999, "tau at update 0");
+    CHECK(close_to(ema_tau(0.999, 0.9999, 30000, 15000), 0.99945, 1e-12), "tau halfway: %.8f",
+          ema_tau(0.999, 0.9999, 30000, 15000));
+    CHECK(ema_tau(0.999, 0.9999, 30000, 30000) == 0.9999, "tau at the end of the anneal");
+    CHECK(ema_tau(0.999, 0.9999, 30000, 90000) == 0.9999, "tau is held after the anneal");
+    CHECK(ema_tau(0.9, 0.99, 0, 0) == 0.99, "no anneal means tau_end from the start");
+
+    ParamStore ps = {0};
+    const int64_t two[1] = {2};
+    D2vError err;
+    params_add(&ps, "t", PARAM_BIAS, 1, INIT_ZERO, 0, 1, two, &err);
+    params_add(&ps, "s", PARAM_BIAS, 0, INIT_ZERO, 0, 1, two, &err);
+    params_alloc(&ps, &err);
+    real *t_student = params_value(&ps, 0), *t_teacher = params_teacher(&ps, 0), *s = params_value(&ps, 1);
+    t_student[0] = 1, t_student[1] = -2, t_teacher[0] = 3, t_teacher[1] = 4, s[0] = 5;
+    ema_update(&ps, 0.75);
+    CHECK(close_to(t_teacher[0], 0.75 * 3 + 0.25 * 1, 1e-7) && close_to(t_teacher[1], 0.75 * 4 - 0.25 * 2, 1e-7),
+          "EMA update: teacher %g %g", t_teacher[0], t_teacher[1]);
+    CHECK(ps.teacher_numel < ps.params[1].offset + 1, "a student-only tensor fell inside the teacher range");
+    params_free(&ps);
+}
+
+static void test_adamw(void)
+{
+    ParamStore ps = {0};
+    const int64_t w_shape[2] = {1, 2}, b_shape[1] = {2};
+    D2vError err;
+    params_add(&ps, "w", PARAM_WEIGHT, 0, INIT_ZERO, 0, 2, w_shape, &err);
+    params_add(&ps, "b", PARAM_BIAS, 0, INIT_ZERO, 0, 1, b_shape, &err);
+    params_add(&ps, "e", PARAM_EMBED, 0, INIT_ZERO, 0, 2, w_shape, &err);
+    params_alloc(&ps, &err);
+    CHECK(param_decays(&ps.params[0]) && !param_decays(&ps.params[1]) && !param_decays(&ps.params[2]),
+          "weight decay rule: only weight matrices decay");
+    const double lr = 0.1, wd = 0.5, eps = 1e-8;
+    for (int i = 0; i < 3; i++) {
+        params_value(&ps, i)[0] = 2, params_value(&ps, i)[1] = -1;
+        params_grad(&ps, i)[0] = 0.5, params_grad(&ps, i)[1] = -4;
+    }
+    AdamW opt = {lr, 0.9, 0.999, eps, wd};
+    adamw_step(&ps, &opt, lr, 1);
+    /* Step 1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps). */
+    const double w0 = 2 * (1 - lr * wd) - lr * 0.5 / (0.5 + eps);
+    const double w1 = -1 * (1 - lr * wd) + lr * 4 / (4 + eps);
+    CHECK(close_to(params_value(&ps, 0)[0], w0, 1e-6) && close_to(params_value(&ps, 0)[1], w1, 1e-6),
+          "AdamW step 1 on a decayed weight: %g %g, expected %g %g", params_value(&ps, 0)[0],
+          params_value(&ps, 0)[1], w0, w1);
+    CHECK(close_to(params_value(&ps, 1)[0], 2 - lr, 1e-6) && close_to(params_value(&ps, 2)[1], -1 + lr, 1e-6),
+          "AdamW step 1 on undecayed tensors: %g %g", params_value(&ps, 1)[0], params_value(&ps, 2)[1]);
+    /* Step 2 with the same gradient: m = g(1 - b1^2), v = g^2(1 - b2^2): the
+     * bias-corrected ratio is again g/|g|. */
+    const double w0_2 = w0 * (1 - lr * wd) - lr * 0.5 / (0.5 + eps);
+    adamw_step(&ps, &opt, lr, 2);
+    CHECK(close_to(params_value(&ps, 0)[0], w0_2, 1e-5), "AdamW step 2: %g, expected %g", params_value(&ps, 0)[0],
+          w0_2);
+
+    /* Clipping: norm of all gradients, scaled to max_norm. */
+    double norm = clip_grad_norm(&ps, 1.0);
+    double want = sqrt(3 * (0.25 + 16));
+    CHECK(close_to(norm, want, 1e-6), "gradient norm %g, expected %g", norm, want);
+    CHECK(close_to(clip_grad_norm(&ps, 0), 1.0, 1e-5), "after clipping the norm is %g, expected 1",
+          clip_grad_norm(&ps, 0));
+    params_free(&ps);
+}
+
+static void test_schedules(void)
+{
+    D2vConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.optim.lr = 1;
+    cfg.train.steps = 110;
+    cfg.optim.warmup_steps = 10;
+    strcpy(cfg.optim.schedule, "cosine");
+    Schedule s;
+    schedule_from_config(&s, &cfg);
+    CHECK(close_to(schedule_lr(&s, 0), 0.1, 1e-12), "cosine warm-up start %g", schedule_lr(&s, 0));
+    CHECK(close_to(schedule_lr(&s, 9), 1, 1e-12), "cosine warm-up end %g", schedule_lr(&s, 9));
+    CHECK(close_to(schedule_lr(&s, 10), 1, 1e-12), "cosine start %g", schedule_lr(&s, 10));
+    CHECK(close_to(schedule_lr(&s, 60), 0.5, 1e-12), "cosine midpoint %g", schedule_lr(&s, 60));
+    CHECK(fabs(schedule_lr(&s, 110)) < 1e-12 && fabs(schedule_lr(&s, 500)) < 1e-12, "cosine end");
+
+    strcpy(cfg.optim.schedule, "tri_stage");
+    cfg.train.steps = 100;
+    cfg.optim.warmup_steps = 0;
+    cfg.optim.warmup_ratio = 0.1, cfg.optim.hold_ratio = 0.4, cfg.optim.decay_ratio = 0.5;
+    cfg.optim.init_lr_scale = 0.01, cfg.optim.final_lr_scale = 0.05;
+    schedule_from_config(&s, &cfg);
+    CHECK(close_to(schedule_lr(&s, 0), 0.01 + 0.99 * 0.1, 1e-12), "tri-stage warm-up start %g", schedule_lr(&s, 0));
+    CHECK(close_to(schedule_lr(&s, 9), 1, 1e-12) && close_to(schedule_lr(&s, 49), 1, 1e-12), "tri-stage hold");
+    CHECK(close_to(schedule_lr(&s, 74), sqrt(0.05), 1e-9), "tri-stage decay midpoint %g, expected %g",
+          schedule_lr(&s, 74), sqrt(0.05));
+    CHECK(close_to(schedule_lr(&s, 99), 0.05, 1e-9) && close_to(schedule_lr(&s, 1000), 0.05, 1e-12),
+          "tri-stage end %g", schedule_lr(&s, 99));
+
+    strcpy(cfg.optim.schedule, "constant");
+    cfg.optim.warmup_ratio = 0;
+    schedule_from_config(&s, &cfg);
+    CHECK(schedule_lr(&s, 0) == 1 && schedule_lr(&s, 99) == 1, "constant schedule");
+}
+
+/* ---- RNG ------------------------------------------------------------------------------- */
+
+static void test_rng(void)
+{
+    /* Philox4x32-10 known-answer vector (Random123's kat_vectors): counter
+     * and key all ones (0xffffffff) -> 408f276d 41c83b0e a20bc7c6 6d5451fd. */
+    const uint32_t ones[4] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    uint32_t out[4];
+    philox4x32(ones, ones, out);
+    CHECK(out[0] == 0x408f276du && out[1] == 0x41c83b0eu && out[2] == 0xa20bc7c6u && out[3] == 0x6d5451fdu,
+          "Philox known answer: %08x %08x %08x %08x", out[0], out[1], out[2], out[3]);
+    Rng a, b;
+    rng_init(&a, 7, 1);
+    rng_init(&b, 7, 1);
+    int same = 1;
+    double mean = 0;
+    for (int i = 0; i < 10000; i++) {
+        float u = rng_uniform(&a);
+        same &= u == rng_uniform(&b);
+        mean += u;
+    }
+    CHECK(same, "two streams with the same seed differ");
+    CHECK(fabs(mean / 10000 - 0.5) < 0.01, "uniform mean %g", mean / 10000);
+    rng_init(&b, 7, 2);
+    CHECK(rng_u32(&a) != rng_u32(&b), "different streams gave the same number");
+    int counts[5] = {0};
+    for (int i = 0; i < 5000; i++)
+        counts[rng_below(&a, 5)]++;
+    for (int k = 0; k < 5; k++)
+        CHECK(counts[k] > 900 && counts[k] < 1100, "rng_below(5) bucket %d: %d of 5000", k, counts[k]);
+}
+
+/* ---- checkpoints ---------------------------------------------------------------------- */
+
+static void test_checkpoint(void)
+{
+    ObjectiveCase oc = {"post_ln", "instance", "none", "ffn", "linear", 0, 0};
+    D2vConfig cfg = fixture_config(oc, 16, 2, 2, 32, 2);
+    Model a, b;
+    model_init(&a, &cfg, 2, 4);
+    for (size_t i = 0; i < a.ps.numel; i++) {
+        a.ps.adam_m[i] = (real)i * 1e-3f;
+        a.ps.adam_v[i] = (real)i * 2e-3f;
+    }
+    for (size_t i = 0; i < a.ps.teacher_numel; i++)
+        a.ps.teacher[i] = -a.ps.value[i];
+    char dir[] = "/tmp/d2v_test_ckpt_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char path[256];
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    TrainState st = {1234, {0}}, st2;
+    rng_init(&st.rng, 99, 3);
+    rng_u32(&st.rng);
+    D2vError err = {{0}};
+    CHECK(checkpoint_save(path, &a.ps, &st, "[model]\ndim = 16\n", &err) == 0, "save: %s", err.msg);
+
+    model_init(&b, &cfg, 2, 4);
+    CHECK(checkpoint_load(path, &b.ps, &st2, &err) == 0, "load: %s", err.msg);
+    CHECK(memcmp(a.ps.value, b.ps.value, a.ps.numel * sizeof(real)) == 0, "student differs after round trip");
+    CHECK(memcmp(a.ps.teacher, b.ps.teacher, a.ps.teacher_numel * sizeof(real)) == 0, "teacher differs");
+    CHECK(memcmp(a.ps.adam_m, b.ps.adam_m, a.ps.numel * sizeof(real)) == 0 &&
+              memcmp(a.ps.adam_v, b.ps.adam_v, a.ps.numel * sizeof(real)) == 0,
+          "Adam moments differ");
+    CHECK(st2.step == 1234 && rng_u32(&st2.rng) == rng_u32(&st.rng), "step or RNG state lost");
+    char *config = NULL;
+    CHECK(checkpoint_read_config(path, &config, &err) == 0 && config && strcmp(config, "[model]\ndim = 16\n") == 0,
+          "embedded config: %s", config ? config : err.msg);
+    free(config);
+
+    /* Another model's checkpoint: a clear error naming the tensor. */
+    D2vConfig other = fixture_config(oc, 16, 3, 2, 32, 2);
+    Model c;
+    model_init(&c, &other, 2, 4);
+    CHECK(checkpoint_load(path, &c.ps, NULL, &err) < 0 && strstr(err.msg, "blocks.2.") && strstr(err.msg, "missing"),
+          "a checkpoint with fewer layers: %s", err.msg);
+    model_free(&c);
+    D2vConfig narrow = fixture_config(oc, 8, 2, 2, 32, 2);
+    model_init(&c, &narrow, 2, 4);
+    CHECK(checkpoint_load(path, &c.ps, NULL, &err) < 0 && strstr(err.msg, "the model expects F32 (24,8)"),
+          "a checkpoint of another width: %s", err.msg);
+    model_free(&c);
+
+    /* A plain safetensors file that is not a d2v checkpoint. */
+    StWriter w;
+    st_writer_init(&w);
+    const int64_t one[1] = {1};
+    float v = 1;
+    st_writer_add(&w, "x", ST_F32, 1, one, &v, &err);
+    snprintf(path, sizeof path, "%s/plain.safetensors", dir);
+    st_writer_save(&w, path, &err);
+    st_writer_free(&w);
+    CHECK(checkpoint_load(path, &b.ps, NULL, &err) < 0 && strstr(err.msg, "not a d2v checkpoint"),
+          "a foreign safetensors file: %s", err.msg);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/run.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+    model_free(&a);
+    model_free(&b);
+}
+
+/* ---- determinism ------------------------------------------------------------------------- */
+
+static void test_determinism(void)
+{
+    ObjectiveCase oc = {"post_ln", "instance", "none", "ffn", "linear", 0, 0.1};
+    D2vConfig cfg = fixture_config(oc, 32, 2, 4, 64, 2);
+    enum { B = 4, N = 24, D = 32 };
+    Model m;
+    model_init(&m, &cfg, B, N);
+    static real x[B * N * D], dx1[B * N * D], dx2[B * N * D];
+    uint8_t mask[B * N];
+    Rng rng;
+    rng_init(&rng, 3, 0);
+    for (int i = 0; i < B * N * D; i++)
+        x[i] = rng_normal(&rng);
+    for (int i = 0; i < B * N; i++)
+        mask[i] = rng_uniform(&rng) < 0.5f;
+    real *g1 = malloc(m.ps.numel * sizeof(real));
+    StepStats s1, s2;
+    ForwardMode mode = {1, 11, 5};
+    params_zero_grad(&m.ps);
+    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx1, &s1);
+    memcpy(g1, m.ps.grad, m.ps.numel * sizeof(real));
+    params_zero_grad(&m.ps);
+    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx2, &s2);
+    CHECK(s1.loss == s2.loss && memcmp(g1, m.ps.grad, m.ps.numel * sizeof(real)) == 0 &&
+              memcmp(dx1, dx2, sizeof dx1) == 0,
+          "the same step twice gave different numbers (loss %.9g vs %.9g)", s1.loss, s2.loss);
+    /* Dropout is drawn per step: another step index gives another loss. */
+    mode.step = 6;
+    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx2, &s2);
+    CHECK(s1.loss != s2.loss, "dropout ignored the step index");
+    free(g1);
+    model_free(&m);
+}
+
+int main(void)
+{
+    test_targets();
+    test_ema();
+    test_adamw();
+    test_schedules();
+    test_rng();
+    test_checkpoint();
+    test_determinism();
+    return check_summary();
+}
