@@ -1,0 +1,12 @@
+#!/bin/sh
+# The Debian 12 packages d2v needs to build, test and run its demos (as root).
+# One list, used by the README's first command and by CI.
+set -eu
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  gcc libc6-dev meson ninja-build pkg-config \
+  libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
+  libutf8proc-dev libinih-dev libjansson-dev \
+  python3-torch python3-numpy python3-pil \
+  dataset-fashion-mnist >/dev/null
