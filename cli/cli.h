@@ -5,6 +5,9 @@
 
 int cmd_version(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int wants_help(int argc, char **argv);

@@ -11,6 +11,9 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"pretrain", cmd_pretrain, "pretrain an encoder with data2vec (d2v pretrain CONFIG --data PATH --run RUNDIR)"},
+    {"embed", cmd_embed, "write frozen features of a dataset to .npy"},
+    {"eval", cmd_eval, "k-NN or linear-probe accuracy of frozen features (eval knn|linear)"},
     {"inspect", cmd_inspect, "list the tensors, metadata and embedded config of a .safetensors file"},
     {"version", cmd_version, "print the version, BLAS library, CPU core type and thread count"},
 };

@@ -102,7 +102,7 @@ void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *
     const int M = B * N, D = t->dim, L = t->layers, K = m->top_k;
     const size_t MD = (size_t)M * D;
     const real *w = ps->teacher;
-    const ForwardMode eval = {0, 0, 0}; /* the teacher never uses dropout (§1) */
+    const ForwardMode eval = {.train = 0}; /* the teacher never uses dropout (§1) */
     TransformerActs *ta = &a->teacher;
 
     const real *h = x_teacher;
@@ -135,21 +135,26 @@ void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *
     }
 }
 
-double d2v_channel_std(const real *rows, int P, int D)
+double d2v_channel_std(const real *rows, const uint8_t *skip, int P, int D)
 {
-    if (P < 2)
+    int count = 0;
+    for (int p = 0; p < P; p++)
+        count += !(skip && skip[p]);
+    if (count < 2)
         return 0;
     double total = 0;
     for (int d = 0; d < D; d++) {
         double mean = 0, sq = 0;
         for (int p = 0; p < P; p++)
-            mean += rows[(size_t)p * D + d];
-        mean /= P;
-        for (int p = 0; p < P; p++) {
-            double diff = rows[(size_t)p * D + d] - mean;
-            sq += diff * diff;
-        }
-        total += sqrt(sq / (P - 1) + 1e-6);
+            if (!(skip && skip[p]))
+                mean += rows[(size_t)p * D + d];
+        mean /= count;
+        for (int p = 0; p < P; p++)
+            if (!(skip && skip[p])) {
+                double diff = rows[(size_t)p * D + d] - mean;
+                sq += diff * diff;
+            }
+        total += sqrt(sq / (count - 1) + 1e-6);
     }
     return total / D;
 }
@@ -210,8 +215,8 @@ void d2v_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_
     /* eq. 3: Smooth L1 (beta) summed over channels, scaled, averaged over P. */
     stats->loss = regression_loss_forward(a->pred, a->targets, P, D, m->loss_beta, m->loss_scale);
     stats->n_loss = P;
-    stats->target_var = d2v_channel_std(a->targets, P, D);
-    stats->pred_var = d2v_channel_std(a->pred, P, D);
+    stats->target_var = d2v_channel_std(a->targets, NULL, P, D);
+    stats->pred_var = d2v_channel_std(a->pred, NULL, P, D);
 
     /* Backward, in reverse: loss -> head -> scatter to positions -> encoder. */
     regression_loss_backward(a->d_pred, a->pred, a->targets, P, D, m->loss_beta, m->loss_scale);

@@ -65,7 +65,8 @@ void d2v_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_
               const uint8_t *loss_mask, const uint8_t *pad, int B, int N, ForwardMode mode, real *d_x_student,
               StepStats *stats);
 
-/* fairseq's compute_var: mean over channels of sqrt(unbiased var + 1e-6). */
-double d2v_channel_std(const real *rows, int P, int D);
+/* fairseq's compute_var: mean over channels of sqrt(unbiased var + 1e-6)
+ * over P rows (D,); rows with skip[i] != 0 are left out (skip may be NULL). */
+double d2v_channel_std(const real *rows, const uint8_t *skip, int P, int D);
 
 #endif

@@ -110,7 +110,7 @@ static int export_case(const ObjectiveCase *oc, int index, const char *outdir, D
     rc = rc ? rc : st_writer_add(&w, "pad", ST_U8, 2, mshape, pad, err);
 
     float lr[STEPS] = {2e-3f, 1e-3f, 5e-4f}, tau[STEPS] = {0.9f, 0.95f, 0.99f};
-    float loss[STEPS], target_var[STEPS], pred_var[STEPS];
+    float loss[STEPS], target_var[STEPS], pred_var[STEPS], grad_norm[STEPS];
     const AdamW opt = {0, 0.9, 0.98, 1e-6, 0.05};
     const double clip = index % 2 ? 0.05 : 0; /* small enough that it clips */
     real *x = malloc(n * sizeof(real)), *xs = malloc(n * sizeof(real)), *d_x = malloc(n * sizeof(real));
@@ -133,7 +133,7 @@ static int export_case(const ObjectiveCase *oc, int index, const char *outdir, D
         StepStats stats;
         params_zero_grad(&ps);
         mask_embed_forward(xs, x, mask, ps.value + emb, BATCH * POS, DIM);
-        d2v_step(&model, &ps, &acts, xs, x, mask, pad, BATCH, POS, (ForwardMode){1, 7, (uint64_t)s}, d_x, &stats);
+        d2v_step(&model, &ps, &acts, xs, x, mask, pad, BATCH, POS, (ForwardMode){.train = 1, .seed = 7, .step = (uint64_t)s}, d_x, &stats);
         mask_embed_backward(d_unused, ps.grad + emb, d_x, mask, BATCH * POS, DIM);
         loss[s] = (float)stats.loss;
         target_var[s] = (float)stats.target_var;
@@ -145,7 +145,7 @@ static int export_case(const ObjectiveCase *oc, int index, const char *outdir, D
             rc = rc ? rc : st_writer_add(&w, "c.pred", ST_F32, 2, pshape, keep(&k, acts.pred, pbytes), err);
             rc = rc ? rc : add_params(&w, &k, &ps, ps.grad, "grad.", 0, err);
         }
-        clip_grad_norm(&ps, clip);
+        grad_norm[s] = (float)clip_grad_norm(&ps, clip);
         adamw_step(&ps, &opt, lr[s], s + 1);
         ema_update(&ps, tau[s]);
     }
@@ -156,6 +156,7 @@ static int export_case(const ObjectiveCase *oc, int index, const char *outdir, D
     rc = rc ? rc : st_writer_add(&w, "c.loss", ST_F32, 1, sshape, loss, err);
     rc = rc ? rc : st_writer_add(&w, "c.target_var", ST_F32, 1, sshape, target_var, err);
     rc = rc ? rc : st_writer_add(&w, "c.pred_var", ST_F32, 1, sshape, pred_var, err);
+    rc = rc ? rc : st_writer_add(&w, "c.grad_norm", ST_F32, 1, sshape, grad_norm, err);
 
     const struct { const char *key; double v; } nums[] = {
         {"dim", DIM}, {"layers", LAYERS}, {"heads", HEADS}, {"ffn", FFN}, {"top_k", TOP_K}, {"batch", BATCH},

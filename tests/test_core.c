@@ -387,7 +387,7 @@ static void test_determinism(void)
         mask[i] = rng_uniform(&rng) < 0.5f;
     real *g1 = malloc(m.ps.numel * sizeof(real));
     StepStats s1, s2;
-    ForwardMode mode = {1, 11, 5};
+    ForwardMode mode = {.train = 1, .seed = 11, .step = 5};
     params_zero_grad(&m.ps);
     d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx1, &s1);
     memcpy(g1, m.ps.grad, m.ps.numel * sizeof(real));

@@ -343,7 +343,7 @@ static void step_case_init(StepCase *c, const D2vConfig *cfg)
     const uint8_t pad[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
     memcpy(c->mask, mask, 12);
     memcpy(c->pad, pad, 12);
-    c->mode = (ForwardMode){1, 99, 3};
+    c->mode = (ForwardMode){.train = 1, .seed = 99, .step = 3};
 }
 
 static void step_case_free(StepCase *c)

@@ -1,0 +1,126 @@
+/* cmd_pretrain.c — `d2v pretrain CONFIG --data PATH --run RUNDIR`. */
+#include "cli.h"
+#include "setup.h"
+#include "train.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+typedef struct {
+    int tty;
+    const char *run_dir;
+} Progress;
+
+static void print_log(void *ctx, const StepLog *s)
+{
+    Progress *p = ctx;
+    double per_step = s->seconds / (double)s->step;
+    double eta = per_step * (double)(s->total_steps - s->step);
+    fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  tau %.5f  target_var %.3f  pred_var %.3f  frontend_var %.3f"
+                    "  %.0f pos/s  eta %dm%02ds%s",
+            p->tty ? "\r" : "", (long long)s->step, (long long)s->total_steps, s->loss, s->lr, s->tau, s->target_var,
+            s->pred_var, s->frontend_var, s->positions_per_s, (int)eta / 60, (int)eta % 60,
+            p->tty && s->step < s->total_steps ? "" : "\n");
+}
+
+static void print_warning(void *ctx, const char *msg)
+{
+    Progress *p = ctx;
+    fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
+}
+
+static void print_checkpoint(void *ctx, const char *path)
+{
+    Progress *p = ctx;
+    if (!p->tty)
+        fprintf(stderr, "saved %s\n", path);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: d2v pretrain CONFIG --data PATH --run RUNDIR [--resume] [--set section.key=value]...\n"
+            "\n"
+            "Pretrains an encoder with data2vec on the files under PATH (a directory, searched\n"
+            "recursively, or a manifest listing files). Writes into RUNDIR: config.ini (the\n"
+            "resolved config), log.jsonl (one JSON object per logged step), and checkpoints\n"
+            "checkpoint-NNNNNNNN.safetensors every train.save_every steps and at the end, with\n"
+            "last.safetensors pointing at the newest. Ctrl-C finishes the step, saves, and exits.\n"
+            "\n"
+            "  --resume            continue the run in RUNDIR from last.safetensors\n"
+            "  --set k=v           override a config key, e.g. --set train.steps=200\n");
+}
+
+int cmd_pretrain(int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    const char *config = NULL, *data = NULL, *run = NULL;
+    int resume = 0, n_sets = 0;
+    char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+            data = argv[++i];
+        else if (strcmp(argv[i], "--run") == 0 && i + 1 < argc)
+            run = argv[++i];
+        else if (strcmp(argv[i], "--resume") == 0)
+            resume = 1;
+        else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc)
+            sets[n_sets++] = argv[++i];
+        else if (argv[i][0] != '-' && !config)
+            config = argv[i];
+        else {
+            fprintf(stderr, "d2v pretrain: unexpected argument '%s'\n", argv[i]);
+            usage(stderr);
+            free(sets);
+            return 2;
+        }
+    }
+    if (!config || !data || !run) {
+        fprintf(stderr, "d2v pretrain: CONFIG, --data and --run are required\n");
+        usage(stderr);
+        free(sets);
+        return 2;
+    }
+    Setup s;
+    D2vError err;
+    if (setup_from_file(&s, config, n_sets, sets, &err) < 0) {
+        free(sets);
+        setup_free(&s);
+        return fail("pretrain", &err);
+    }
+    free(sets);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    Progress progress = {isatty(STDERR_FILENO), run};
+    TrainOptions opt = {&s.cfg, s.text, s.mod, s.mcfg, data, run, resume, &stop_requested,
+                        print_log, print_checkpoint, print_warning, &progress};
+    int rc = train_run(&opt, &err);
+    setup_free(&s);
+    if (rc < 0)
+        return fail("pretrain", &err);
+    if (stop_requested) {
+        fprintf(stderr, "d2v pretrain: stopped on request; checkpoint saved. Continue with:\n"
+                        "  d2v pretrain %s --data %s --run %s --resume\n", config, data, run);
+        return 130;
+    }
+    fprintf(stderr, "d2v pretrain: done; the model is %s/last.safetensors\n", run);
+    return 0;
+}

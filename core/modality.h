@@ -1,0 +1,84 @@
+/* modality.h — what a modality plugs into the shared core (DESIGN §2).
+ *
+ * core/ never includes a modality's header: the training loop sees a
+ * modality only through this table of functions. A modality binds a data
+ * loader, a front-end (encoders/), a masker (masking/) and its target norm
+ * defaults into one Modality value; cli/ finds it by name (modalities/
+ * registry.c). Adding a modality means one file in each of encoders/,
+ * masking/, modalities/ and a config — no edit to core/. */
+#ifndef D2V_MODALITY_H
+#define D2V_MODALITY_H
+
+#include "arena.h"
+#include "config.h"
+#include "params.h"
+#include "rng.h"
+#include "transformer.h"
+
+/* A batch as the loader fills it. Which fields a modality uses is its own
+ * business: images use data (B,3,H,W); audio data (B,T) and lengths; text
+ * tokens (B,T) and lengths. */
+typedef struct {
+    int B, T;          /* rows, and the time/sequence extent of this batch */
+    float *data;
+    int32_t *tokens;
+    int *lengths;
+    int *labels;       /* evaluation sets; -1 when unlabeled */
+    int *items;        /* which dataset items the rows are */
+    int skipped;       /* unreadable items replaced while filling it */
+} Batch;
+
+/* What the front-end hands the Transformer for one batch (DESIGN §3 steps
+ * 2-3): the masked input for the student, the unmasked one for the teacher,
+ * where the loss goes, which positions are padding, and which positions a
+ * mean-pooled embedding averages over. All point into the front-end's own
+ * activations and stay valid until its next forward. */
+typedef struct {
+    int B, N;
+    const real *x_student, *x_teacher; /* (B,N,D) */
+    const uint8_t *loss_mask;          /* (B,N) 1 = masked, gets the loss */
+    const uint8_t *pad;                /* (B,N) 1 = padding, or NULL */
+    const uint8_t *pool;               /* (B,N) 1 = content (not CLS, not special) */
+    int cls_position;                  /* -1 when there is no CLS token */
+} FrontendOut;
+
+typedef struct Modality Modality;
+struct Modality {
+    const char *name;
+    /* The modality's own config keys ([frontend], [mask], [data]) and the
+     * struct they fill. */
+    const ConfigKey *keys;
+    int n_keys;
+    size_t config_size;
+
+    /* The front-end: create registers its tensors (not in the teacher) and
+     * returns its state; max_positions is N at the configured input size. */
+    void *(*create)(const D2vConfig *cfg, const void *mcfg, ParamStore *ps, D2vError *err);
+    void (*bind)(void *fe, const ParamStore *ps);
+    int (*max_positions)(const void *fe);
+    void (*layout)(void *fe, Arena *arena, int B, int threads);
+    void (*destroy)(void *fe);
+
+    /* Data: open a dataset path (train split or evaluation), allocate a
+     * batch, fill it with the given items. on_error skip: an unreadable item
+     * is reported through warn and replaced (batch->skipped counts it);
+     * fail: the error is returned. Must be thread-safe for one loader thread
+     * next to the training thread. */
+    int (*open)(const void *mcfg, const char *path, int labeled, void **dataset, D2vError *err);
+    int (*dataset_size)(const void *dataset);
+    int (*dataset_classes)(const void *dataset, const char *const **names);
+    const char *(*item_name)(const void *dataset, int item); /* its path, for reports */
+    void (*dataset_close)(void *dataset);
+    int (*batch_alloc)(const void *mcfg, int B, Batch *batch, D2vError *err);
+    void (*batch_free)(Batch *batch);
+    int (*load_batch)(const void *mcfg, void *dataset, const int *items, int B, int train, Rng *rng, int skip_bad,
+                      void (*warn)(void *ctx, const char *msg), void *warn_ctx, Batch *batch, D2vError *err);
+
+    /* Front-end forward for one batch: features, the mask (drawn from
+     * mask_rng; no mask when mode.train == 0), positions. Then backward from
+     * the gradient w.r.t. x_student into the front-end's tensors. */
+    void (*forward)(void *fe, const real *w, const Batch *batch, Rng *mask_rng, ForwardMode mode, FrontendOut *out);
+    void (*backward)(void *fe, const real *w, real *g, const real *d_x_student, ForwardMode mode);
+};
+
+#endif

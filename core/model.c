@@ -1,0 +1,47 @@
+#include "model.h"
+
+#include "loader.h"
+
+#include <string.h>
+
+int model_build(Model *m, const D2vConfig *cfg, const Modality *mod, const void *mcfg, int B, int threads,
+                D2vError *err)
+{
+    memset(m, 0, sizeof *m);
+    m->mod = mod;
+    if (d2v_register(&m->d2v, &m->ps, cfg, err) < 0)
+        return -1;
+    m->frontend = mod->create(cfg, mcfg, &m->ps, err);
+    if (!m->frontend || params_alloc(&m->ps, err) < 0)
+        return -1;
+    d2v_bind(&m->d2v, &m->ps);
+    mod->bind(m->frontend, &m->ps);
+    Rng init;
+    rng_init(&init, (uint64_t)cfg->train.seed, rng_stream(STREAM_INIT, 0));
+    params_init(&m->ps, &init);
+
+    m->B = B;
+    m->N = mod->max_positions(m->frontend);
+    /* Measure the layout, allocate once, lay it out for real (arena.h). */
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            size_t need = m->arena.used;
+            m->arena.used = 0;
+            if (arena_alloc(&m->arena, need, err) < 0)
+                return -1;
+        }
+        d2v_layout(&m->acts, &m->arena, &m->d2v, B, m->N, threads);
+        mod->layout(m->frontend, &m->arena, B, threads);
+        m->d_x = arena_take(&m->arena, (size_t)B * m->N * m->d2v.encoder.dim);
+    }
+    return 0;
+}
+
+void model_free(Model *m)
+{
+    if (m->frontend)
+        m->mod->destroy(m->frontend);
+    params_free(&m->ps);
+    arena_free(&m->arena);
+    memset(m, 0, sizeof *m);
+}

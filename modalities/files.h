@@ -1,0 +1,35 @@
+/* files.h — what a dataset path names: a directory (searched recursively) or
+ * a manifest (a text file, one path per line, relative to the manifest's
+ * directory). Labeled sets are class-named subdirectories: the label is the
+ * name of the first directory level below the root. Order is sorted and so
+ * deterministic. Shared by the image and speech modalities. */
+#ifndef D2V_FILES_H
+#define D2V_FILES_H
+
+#include "common.h"
+
+typedef struct {
+    char **paths;
+    int *labels;        /* -1 when unlabeled */
+    int n;
+    char **class_names; /* sorted; labels index into this */
+    int n_classes;
+} FileList;
+
+/* extensions: NULL-terminated, lower-case, without the dot ("jpg", "jpeg");
+ * matched case-insensitively. labeled: derive labels from subdirectories
+ * (an error if a file sits directly in the root). An empty result is an
+ * error that names the path and the extensions looked for. */
+int filelist_scan(const char *path, const char *const *extensions, int labeled, FileList *out, D2vError *err);
+/* Details of the scan: symlinks are followed but every directory is entered
+ * once (loops end); names starting with '.' are skipped; a class is a
+ * first-level directory holding at least one matching file. A path ending in
+ * one of the extensions is refused as a dataset. Manifests: blank lines and
+ * '#' comments are skipped, blanks around entries stripped; an entry is
+ * `path` or `path<TAB>label` (extra columns are ignored when unlabeled); a
+ * labeled entry without a label takes its first directory component; every
+ * entry must end in one of the extensions; paths are not checked for
+ * existence here (the decoder reports a missing file). */
+void filelist_free(FileList *f);
+
+#endif

@@ -1,0 +1,51 @@
+#!/bin/sh
+# End to end on real JPEGs: 20 pretraining steps on a handful of Fashion-MNIST
+# images, the run directory's contents, a refused overwrite, embed, eval knn.
+# usage: e2e_image.sh D2V_BINARY SOURCE_DIR WORK_DIR
+set -eu
+d2v=$1 src=$2 work=$3
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
+  exit 77
+fi
+rm -rf "$work"
+mkdir -p "$work"
+/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 2 >/dev/null
+fail() { echo "FAIL: $*"; exit 1; }
+
+"$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/run" \
+  --set train.steps=20 --set train.batch_size=8 --set train.log_every=1 --set train.save_every=10 \
+  --set train.threads=2 2> "$work/pretrain.err" || { cat "$work/pretrain.err"; fail "pretrain exited non-zero"; }
+
+[ "$(wc -l < "$work/run/log.jsonl")" -eq 20 ] || fail "log.jsonl should have 20 lines"
+/usr/bin/python3 - "$work/run/log.jsonl" <<'PY' || fail "log values"
+import json, math, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+assert [r["step"] for r in rows] == list(range(1, 21)), "steps"
+for r in rows:
+    for key in ("loss", "target_var", "pred_var", "frontend_var", "grad_norm", "lr", "tau"):
+        assert math.isfinite(r[key]), (key, r)
+    assert r["loss"] > 0 and r["target_var"] > 0 and r["masked"] > 0, r
+PY
+[ -L "$work/run/last.safetensors" ] || fail "last.safetensors is missing"
+[ -f "$work/run/checkpoint-00000010.safetensors" ] && [ -f "$work/run/checkpoint-00000020.safetensors" ] || fail "checkpoints"
+"$d2v" inspect "$work/run/last.safetensors" | grep -q "teacher.blocks.5.fc2.weight" || fail "inspect lacks the teacher"
+
+# A second run into the same directory must not overwrite the first.
+if "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/run" 2> "$work/again.err"; then
+  fail "pretrain overwrote an existing run"
+fi
+grep -q "already holds a run" "$work/again.err" || fail "unclear message: $(cat "$work/again.err")"
+
+"$d2v" embed --checkpoint "$work/run/last.safetensors" --data "$work/data/test" --out "$work/test.npy" 2>/dev/null \
+  || fail "embed"
+/usr/bin/python3 -c "
+import numpy, sys
+f = numpy.load('$work/test.npy')
+assert f.shape == (20, 128) and f.dtype == numpy.float32 and numpy.isfinite(f).all(), f.shape
+" || fail "features"
+[ "$(wc -l < "$work/test.npy.tsv")" -eq 21 ] || fail "test.npy.tsv should list 20 rows"
+"$d2v" eval knn --checkpoint "$work/run/last.safetensors" --train "$work/data/train" --test "$work/data/test" \
+  > "$work/knn.out" || fail "eval knn"
+grep -q "^d2v eval knn top1=" "$work/knn.out" || fail "eval knn output"
+echo "1 passed, 0 failed"
