@@ -29,13 +29,12 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
     gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
     if (!d_bias)
         return;
-    /* Column sums, parallel over columns so each thread owns its outputs. */
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < Out; o++) {
-        real sum = 0;
-        for (int m = 0; m < M; m++)
-            sum += d_out[(size_t)m * Out + o];
-        d_bias[o] += sum;
+    /* Column sums, row by row: contiguous reads, and one fixed summation
+     * order whatever the thread count. */
+    for (int m = 0; m < M; m++) {
+        const real *row = d_out + (size_t)m * Out;
+        for (int o = 0; o < Out; o++)
+            d_bias[o] += row[o];
     }
 }
 

@@ -48,4 +48,30 @@ assert f.shape == (20, 128) and f.dtype == numpy.float32 and numpy.isfinite(f).a
 "$d2v" eval knn --checkpoint "$work/run/last.safetensors" --train "$work/data/train" --test "$work/data/test" \
   > "$work/knn.out" || fail "eval knn"
 grep -q "^d2v eval knn top1=" "$work/knn.out" || fail "eval knn output"
+# Bad input: a corrupt file is skipped with a warning naming it and counted
+# in the log; with data.on_error=fail it stops the run with that message.
+cp -r "$work/data/train" "$work/bad"
+echo "not a jpeg" > "$work/bad/0_tshirt/corrupt.jpg"
+head -c 300 "$(ls "$work"/bad/1_trouser/*.jpg | head -1)" > "$work/bad/1_trouser/truncated.jpg"
+: > "$work/bad/2_pullover/empty.jpg"
+"$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/bad" --run "$work/run_bad" \
+  --set train.steps=6 --set train.batch_size=8 --set train.log_every=1 2> "$work/bad.err" || fail "bad input stopped the run"
+grep -q "corrupt.jpg" "$work/bad.err" && grep -q "truncated.jpg" "$work/bad.err" && grep -q "empty.jpg" "$work/bad.err" \
+  || fail "warnings must name each bad file: $(cat "$work/bad.err")"
+/usr/bin/python3 -c "
+import json
+rows = [json.loads(l) for l in open('$work/run_bad/log.jsonl')]
+assert rows[-1]['skipped'] >= 3, rows[-1]
+" || fail "skipped files are not counted in the log"
+if "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/bad" --run "$work/run_fail" \
+  --set train.steps=6 --set train.batch_size=8 --set data.on_error=fail 2> "$work/fail.err"; then
+  fail "data.on_error=fail did not stop on a corrupt file"
+fi
+grep -q "\.jpg" "$work/fail.err" || fail "the error does not name the file: $(cat "$work/fail.err")"
+mkdir -p "$work/empty"
+if "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/empty" --run "$work/run_empty" 2> "$work/empty.err"; then
+  fail "an empty data directory was accepted"
+fi
+grep -q "empty" "$work/empty.err" || grep -q "no " "$work/empty.err" || fail "unclear empty-directory error: $(cat "$work/empty.err")"
+
 echo "1 passed, 0 failed"
