@@ -85,10 +85,30 @@ static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step
     return 0;
 }
 
+/* mkdir -p: a run directory may be several levels deep (runs/image/a). */
+static int make_dirs(const char *path, D2vError *err)
+{
+    char partial[4096];
+    if (strlen(path) >= sizeof partial)
+        return d2v_fail(err, "run directory path too long: %s", path);
+    for (size_t i = 1; i <= strlen(path); i++) {
+        if (path[i] != '/' && path[i] != 0)
+            continue;
+        memcpy(partial, path, i);
+        partial[i] = 0;
+        if (mkdir(partial, 0755) < 0 && errno != EEXIST)
+            return d2v_fail(err, "cannot create run directory %s: %s", partial, strerror(errno));
+    }
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+        return d2v_fail(err, "--run %s is not a directory", path);
+    return 0;
+}
+
 static int prepare_run_dir(const TrainOptions *opt, char *last_path, size_t len, D2vError *err)
 {
-    if (mkdir(opt->run_dir, 0755) < 0 && errno != EEXIST)
-        return d2v_fail(err, "cannot create run directory %s: %s", opt->run_dir, strerror(errno));
+    if (make_dirs(opt->run_dir, err) < 0)
+        return -1;
     if (path_in(last_path, len, opt->run_dir, "last.safetensors", err) < 0)
         return -1;
     int has_last = access(last_path, F_OK) == 0;

@@ -13,9 +13,10 @@ mkdir -p "$work"
 /usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 2 >/dev/null
 fail() { echo "FAIL: $*"; exit 1; }
 
-"$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/run" \
+"$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/runs/first" \
   --set train.steps=20 --set train.batch_size=8 --set train.log_every=1 --set train.save_every=10 \
   --set train.threads=2 2> "$work/pretrain.err" || { cat "$work/pretrain.err"; fail "pretrain exited non-zero"; }
+mv "$work/runs/first" "$work/run"  # the run directory was created with its parents
 
 [ "$(wc -l < "$work/run/log.jsonl")" -eq 20 ] || fail "log.jsonl should have 20 lines"
 /usr/bin/python3 - "$work/run/log.jsonl" <<'PY' || fail "log values"
