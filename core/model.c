@@ -28,7 +28,8 @@ int model_build(Model *m, const D2vConfig *cfg, const Modality *mod, const void 
             size_t need = m->arena.used;
             m->arena.used = 0;
             if (arena_alloc(&m->arena, need, err) < 0)
-                return -1;
+                return d2v_fail(err, "out of memory: activations for batches of %d need %zu MiB "
+                                "(lower train.batch_size or use a smaller config)", B, need >> 20);
         }
         d2v_layout(&m->acts, &m->arena, &m->d2v, B, m->N, threads);
         mod->layout(m->frontend, &m->arena, B, threads);

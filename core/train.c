@@ -208,18 +208,20 @@ int train_run(const TrainOptions *opt, D2vError *err)
 {
     const D2vConfig *cfg = opt->cfg;
     const int threads = train_set_threads(cfg->train.threads);
-    char last_path[4096];
-    if (prepare_run_dir(opt, last_path, sizeof last_path, err) < 0)
-        return -1;
-
     Model m;
+    memset(&m, 0, sizeof m);
     void *dataset = NULL;
     Loader *loader = NULL;
     FILE *log = NULL;
     int rc = -1;
     int64_t kept[1024];
     int n_kept = 0;
-    if (model_build(&m, cfg, opt->mod, opt->mcfg, (int)cfg->train.batch_size, threads, err) < 0)
+    char last_path[4096];
+    /* Cheap checks first: the data, then the memory, then the run directory,
+     * so a mistake is reported before anything is written. */
+    if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 ||
+        model_build(&m, cfg, opt->mod, opt->mcfg, (int)cfg->train.batch_size, threads, err) < 0 ||
+        prepare_run_dir(opt, last_path, sizeof last_path, err) < 0)
         goto out;
     int64_t step = 0;
     if (opt->resume) {
@@ -228,8 +230,6 @@ int train_run(const TrainOptions *opt, D2vError *err)
             goto out;
         step = state.step;
     }
-    if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0)
-        goto out;
     char log_path[4096];
     if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0)
         goto out;
