@@ -930,7 +930,7 @@ static const ConfigKey core_keys[] = {
     KEY(train, log_every, CK_INT, "100", 1, MANY, NULL, "updates between log lines"),
     KEY(train, save_every, CK_INT, "5000", 0, MANY, NULL,
         "updates between checkpoints; 0 means only at the end"),
-    KEY(train, keep_last, CK_INT, "3", 1, 1000000, NULL,
+    KEY(train, keep_last, CK_INT, "3", 1, 1000, NULL,
         "how many periodic checkpoints to keep on disk"),
     KEY(train, min_target_var, CK_FLOAT, "0.01", 0, 1e6, NULL,
         "stop if the teacher targets' variance falls below this (collapse); 0 turns it off"),

@@ -214,7 +214,7 @@ int train_run(const TrainOptions *opt, D2vError *err)
     Loader *loader = NULL;
     FILE *log = NULL;
     int rc = -1;
-    int64_t kept[1024];
+    int64_t kept[1024]; /* train.keep_last is at most 1000 (config.c) */
     int n_kept = 0;
     char last_path[4096];
     /* Cheap checks first: the data, then the memory, then the run directory,
