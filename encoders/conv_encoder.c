@@ -1,0 +1,352 @@
+/* conv_encoder.c — the speech front-end (wav2vec 2.0 §2, data2vec audio): the
+ * conv feature encoder and the convolutional positional encoder, each conv
+ * done as im2col + one GEMM as in patch_embed.c. */
+#include "conv_encoder.h"
+
+#include "layers.h"
+
+#include <ctype.h>
+#include <string.h>
+
+/* ---- spec parsing ---------------------------------------------------------------------- */
+
+#define SPEC_MAX_VALUE 1000000 /* far beyond any real layer; keeps products in range */
+#define SPEC_FORMAT "expected channels x kernel x stride[*repeat], comma-separated, e.g. \"512x10x5,512x3x2*4\""
+
+/* Reads a positive decimal at *pos. No sign, no spaces: the spec is a config
+ * string, and a typo should fail loudly rather than be half-read. */
+static int spec_number(int *value, const char *text, size_t *pos, const char *what, D2vError *err)
+{
+    size_t i = *pos;
+    if (!isdigit((unsigned char)text[i]))
+        return d2v_fail(err, "conv spec \"%s\": expected %s at position %zu; " SPEC_FORMAT, text, what, i);
+    long v = 0;
+    for (; isdigit((unsigned char)text[i]); i++) {
+        v = v * 10 + (text[i] - '0');
+        if (v > SPEC_MAX_VALUE)
+            return d2v_fail(err, "conv spec \"%s\": %s at position %zu is too large", text, what, *pos);
+    }
+    if (v == 0)
+        return d2v_fail(err, "conv spec \"%s\": %s at position %zu must be positive", text, what, *pos);
+    *value = (int)v;
+    *pos = i;
+    return 0;
+}
+
+static int spec_expect(char c, const char *text, size_t *pos, D2vError *err)
+{
+    if (text[*pos] != c)
+        return d2v_fail(err, "conv spec \"%s\": expected '%c' at position %zu; " SPEC_FORMAT, text, c, *pos);
+    (*pos)++;
+    return 0;
+}
+
+int conv_spec_parse(ConvSpec *spec, const char *text, D2vError *err)
+{
+    memset(spec, 0, sizeof *spec);
+    if (!text || !*text)
+        return d2v_fail(err, "conv spec is empty; " SPEC_FORMAT);
+    size_t pos = 0;
+    for (;;) {
+        ConvLayerSpec layer;
+        int repeat = 1;
+        if (spec_number(&layer.channels, text, &pos, "channels", err) || spec_expect('x', text, &pos, err) ||
+            spec_number(&layer.kernel, text, &pos, "kernel", err) || spec_expect('x', text, &pos, err) ||
+            spec_number(&layer.stride, text, &pos, "stride", err))
+            return -1;
+        if (text[pos] == '*') {
+            pos++;
+            if (spec_number(&repeat, text, &pos, "repeat count", err))
+                return -1;
+        }
+        if (repeat > CONV_MAX_LAYERS - spec->n_layers)
+            return d2v_fail(err, "conv spec \"%s\": more than %d layers", text, CONV_MAX_LAYERS);
+        for (int r = 0; r < repeat; r++)
+            spec->layer[spec->n_layers++] = layer;
+        if (text[pos] == '\0')
+            return 0;
+        if (spec_expect(',', text, &pos, err))
+            return -1;
+    }
+}
+
+/* ---- feature encoder plan ------------------------------------------------------------- */
+
+static size_t size_max(size_t a, size_t b) { return a > b ? a : b; }
+
+int conv_encoder_plan(ConvEncoderPlan *plan, const ConvSpec *spec, int B, int T, D2vError *err)
+{
+    memset(plan, 0, sizeof *plan);
+    if (spec->n_layers < 1 || spec->n_layers > CONV_MAX_LAYERS)
+        return d2v_fail(err, "conv encoder: %d layers (need 1..%d)", spec->n_layers, CONV_MAX_LAYERS);
+    plan->n_layers = spec->n_layers;
+    plan->B = B;
+    plan->grad_size = (size_t)B * T; /* the waveform, one channel */
+    int t = T, c = 1;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const ConvLayerSpec *s = &spec->layer[l];
+        int t_out = conv_out_length(t, s->kernel, s->stride);
+        if (t_out < 1)
+            return d2v_fail(err, "conv encoder: %d samples are too few, layer %d (kernel %d) gets %d frames",
+                            T, l, s->kernel, t);
+        plan->c_in[l] = c;
+        plan->c_out[l] = s->channels;
+        plan->kernel[l] = s->kernel;
+        plan->stride[l] = s->stride;
+        plan->t_in[l] = t;
+        plan->t_out[l] = t_out;
+        plan->act_size[l] = (size_t)B * t_out * s->channels;
+        plan->stat_size[l] = (size_t)B * t_out;
+        plan->weight_size[l] = (size_t)s->channels * c * s->kernel;
+        plan->cols_size = size_max(plan->cols_size, (size_t)B * t_out * c * s->kernel);
+        plan->grad_size = size_max(plan->grad_size, plan->act_size[l]);
+        t = t_out;
+        c = s->channels;
+    }
+    return 0;
+}
+
+/* ---- im2col / col2im for a valid, strided conv ------------------------------------------ */
+
+void conv1d_im2col(real *cols, const real *x, int B, int T_in, int C_in, int K, int S)
+{
+    const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
+    /* One row per output frame, each written by one thread. Channels-last
+     * input: window position k of frame t is the row x[b, t*S + k, :]. */
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < B * T_out; row++) {
+        const int b = row / T_out, t = row % T_out;
+        const real *window = x + ((size_t)b * T_in + (size_t)t * S) * C_in;
+        real *dst = cols + (size_t)row * width;
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < C_in; c++)
+                dst[c * K + k] = window[(size_t)k * C_in + c];
+    }
+}
+
+void conv1d_col2im(real *d_x, const real *d_cols, int B, int T_in, int C_in, int K, int S)
+{
+    const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
+    /* The scatter-add of d_cols back onto the input, written as a gather:
+     * each input frame sums the (t, k) with t*S + k == t_in, so every thread
+     * owns its output rows (no atomics) and the sum order is fixed. Frames
+     * past the last window ((T - K) % S tail) get zero, as they are unread. */
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < B * T_in; row++) {
+        const int b = row / T_in, t_in = row % T_in;
+        real *dx = d_x + (size_t)row * C_in;
+        for (int c = 0; c < C_in; c++)
+            dx[c] = 0;
+        /* t ranges over frames whose window [t*S, t*S + K) covers t_in. */
+        int t_first = t_in - K + 1 <= 0 ? 0 : (t_in - K + 1 + S - 1) / S;
+        int t_last = t_in / S < T_out - 1 ? t_in / S : T_out - 1;
+        for (int t = t_first; t <= t_last; t++) {
+            const int k = t_in - t * S;
+            const real *src = d_cols + ((size_t)b * T_out + t) * width;
+            for (int c = 0; c < C_in; c++)
+                dx[c] += src[c * K + k];
+        }
+    }
+}
+
+/* ---- feature encoder ------------------------------------------------------------------- */
+
+void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvEncoderParams *params,
+                          const ConvEncoderPlan *plan)
+{
+    const int B = plan->B;
+    const real *x = wave; /* (B, T, 1): the waveform is already channels-last */
+    for (int l = 0; l < plan->n_layers; l++) {
+        const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l];
+        const int M = B * plan->t_out[l], width = C_in * K;
+        const size_t n = plan->act_size[l];
+        /* conv (B*T_out, C_out) = cols . W^T; no bias (conv_bias=False in
+         * wav2vec 2.0, the layer norm's beta plays its part). */
+        conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, plan->stride[l]);
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, params->weight[l],
+             width, R(0), buf->conv[l], C_out);
+        /* "layer_norm" mode: TransposeLast -> Fp32LayerNorm(C, affine) ->
+         * TransposeLast; channels-last makes the transposes free. */
+        layernorm_forward(buf->normed[l], buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l],
+                          params->ln_bias[l], M, C_out, CONV_LN_EPS);
+        gelu_forward(buf->act[l], buf->normed[l], n);
+        x = buf->act[l];
+    }
+}
+
+void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const real *d_out, const real *wave,
+                           const ConvEncoderParams *params, ConvEncoderBuffers *buf, const ConvEncoderPlan *plan)
+{
+    const int B = plan->B;
+    /* grad_a carries d(layer output), then d(layer input) for the layer below;
+     * grad_b holds d(conv output) in between. */
+    const real *d_act = d_out;
+    for (int l = plan->n_layers - 1; l >= 0; l--) {
+        const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l], S = plan->stride[l];
+        const int M = B * plan->t_out[l], width = C_in * K;
+        const real *x = l > 0 ? buf->act[l - 1] : wave;
+        real *d_normed = buf->grad_a, *d_conv = buf->grad_b;
+
+        gelu_backward(d_normed, d_act, buf->normed[l], plan->act_size[l]);
+        layernorm_backward(d_conv, grads->ln_gain[l], grads->ln_bias[l], d_normed, buf->conv[l], buf->mean[l],
+                           buf->rstd[l], params->ln_gain[l], M, C_out);
+        /* The forward's cols were overwritten by later layers: rebuild them,
+         * cheaper than keeping one column buffer per layer. */
+        conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, S);
+        /* d_W (C_out, C_in*K) += d_conv^T . cols */
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d_conv, C_out, buf->cols, width, R(1),
+             grads->weight[l], width);
+        if (l == 0 && !d_wave)
+            break;
+        /* d_cols (M, C_in*K) = d_conv . W, into the no longer needed cols. */
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d_conv, C_out, params->weight[l],
+             width, R(0), buf->cols, width);
+        real *d_x = l > 0 ? buf->grad_a : d_wave;
+        conv1d_col2im(d_x, buf->cols, B, plan->t_in[l], C_in, K, S);
+        d_act = d_x;
+    }
+}
+
+/* ---- positional encoder: grouped conv with "same" padding ------------------------------- */
+
+int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError *err)
+{
+    memset(plan, 0, sizeof *plan);
+    if (shape.dim < 1 || shape.kernel < 1 || shape.groups < 1 || shape.dim % shape.groups != 0)
+        return d2v_fail(err, "pos conv: %d channels do not split into %d groups (kernel %d)", shape.dim,
+                        shape.groups, shape.kernel);
+    if (shape.depth < 1 || shape.depth > POS_CONV_MAX_DEPTH)
+        return d2v_fail(err, "pos conv: depth %d (need 1..%d)", shape.depth, POS_CONV_MAX_DEPTH);
+    const int group_width = shape.dim / shape.groups;
+    plan->B = B;
+    plan->T = T;
+    plan->shape = shape;
+    plan->act_size = (size_t)B * T * shape.dim;
+    plan->stat_size = (size_t)B * T;
+    plan->cols_size = (size_t)B * T * group_width * shape.kernel;
+    plan->weight_size = (size_t)shape.dim * group_width * shape.kernel;
+    return 0;
+}
+
+/* Group g's channels [c0, c0 + Cg) of x (B, T, D) -> cols (B*T, Cg*K), column
+ * c*K + k = x[b, t + k - K/2, c0 + c], zero outside [0, T). Conv1d(padding=
+ * K/2) yields T + 1 frames for even K and SamePad drops the last; the first
+ * T frames read exactly these offsets, so one formula covers both parities. */
+static void same_im2col(real *cols, const real *x, int B, int T, int D, int c0, int Cg, int K)
+{
+    const int half = K / 2, width = Cg * K;
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < B * T; row++) {
+        const int b = row / T, t = row % T;
+        real *dst = cols + (size_t)row * width;
+        for (int k = 0; k < K; k++) {
+            const int src_t = t + k - half;
+            if (src_t < 0 || src_t >= T) { /* the zero padding */
+                for (int c = 0; c < Cg; c++)
+                    dst[c * K + k] = 0;
+                continue;
+            }
+            const real *src = x + ((size_t)b * T + src_t) * D + c0;
+            for (int c = 0; c < Cg; c++)
+                dst[c * K + k] = src[c];
+        }
+    }
+}
+
+/* The adjoint, as a gather: d_x[b, s, c0 + c] = sum_k d_cols[(b, s - k + K/2), c*K + k]
+ * over in-range frames. Overwrites group g's channels only. */
+static void same_col2im(real *d_x, const real *d_cols, int B, int T, int D, int c0, int Cg, int K)
+{
+    const int half = K / 2, width = Cg * K;
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < B * T; row++) {
+        const int b = row / T, s = row % T;
+        real *dx = d_x + (size_t)row * D + c0;
+        for (int c = 0; c < Cg; c++)
+            dx[c] = 0;
+        for (int k = 0; k < K; k++) {
+            const int t = s - k + half;
+            if (t < 0 || t >= T)
+                continue;
+            const real *src = d_cols + ((size_t)b * T + t) * width;
+            for (int c = 0; c < Cg; c++)
+                dx[c] += src[c * K + k];
+        }
+    }
+}
+
+static void zero_padded_frames(real *x, const int *lengths, int B, int T, int D)
+{
+    if (!lengths)
+        return;
+    for (int b = 0; b < B; b++)
+        if (lengths[b] < T)
+            memset(x + ((size_t)b * T + lengths[b]) * D, 0, (size_t)(T - lengths[b]) * D * sizeof(real));
+}
+
+void pos_conv_forward(PosConvBuffers *buf, const real *x, const int *lengths, const PosConvParams *params,
+                      const PosConvPlan *plan)
+{
+    const int B = plan->B, T = plan->T, M = B * T;
+    const int D = plan->shape.dim, K = plan->shape.kernel, G = plan->shape.groups, Cg = D / G, width = Cg * K;
+    memcpy(buf->layer_in[0], x, plan->act_size * sizeof(real));
+    zero_padded_frames(buf->layer_in[0], lengths, B, T, D);
+    /* data2vec_audio.py make_conv_block: Conv1d(groups=G, padding=K/2) ->
+     * SamePad -> TransposeLast -> LayerNorm(affine=False) -> TransposeLast ->
+     * GELU, `depth` times. */
+    for (int l = 0; l < plan->shape.depth; l++) {
+        const real *in = buf->layer_in[l];
+        real *conv = buf->conv[l];
+        /* Each group is its own small conv: its Cg output channels see only
+         * its Cg input channels, weight rows [g*Cg, (g+1)*Cg) of (D, Cg*K). */
+        for (int g = 0; g < G; g++) {
+            same_im2col(buf->cols, in, B, T, D, g * Cg, Cg, K);
+            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cg, width, R(1), buf->cols, width,
+                 params->weight[l] + (size_t)g * Cg * width, width, R(0), conv + g * Cg, D);
+        }
+        const real *bias = params->bias[l];
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < M; m++)
+            for (int d = 0; d < D; d++)
+                conv[(size_t)m * D + d] += bias[d];
+        layernorm_forward(buf->normed[l], buf->mean[l], buf->rstd[l], conv, NULL, NULL, M, D, CONV_LN_EPS);
+        gelu_forward(buf->layer_in[l + 1], buf->normed[l], plan->act_size);
+    }
+}
+
+void pos_conv_backward(real *d_x, const PosConvParams *grads, const real *d_out, const int *lengths,
+                       const PosConvParams *params, PosConvBuffers *buf, const PosConvPlan *plan)
+{
+    const int B = plan->B, T = plan->T, M = B * T;
+    const int D = plan->shape.dim, K = plan->shape.kernel, G = plan->shape.groups, Cg = D / G, width = Cg * K;
+    const real *d_act = d_out;
+    for (int l = plan->shape.depth - 1; l >= 0; l--) {
+        real *d_normed = buf->grad_a, *d_conv = buf->grad_b;
+        gelu_backward(d_normed, d_act, buf->normed[l], plan->act_size);
+        layernorm_backward(d_conv, NULL, NULL, d_normed, buf->conv[l], buf->mean[l], buf->rstd[l], NULL, M, D);
+        /* d_bias: column sums, parallel over channels for a fixed sum order. */
+        real *d_bias = grads->bias[l];
+#pragma omp parallel for schedule(static)
+        for (int d = 0; d < D; d++) {
+            real sum = 0;
+            for (int m = 0; m < M; m++)
+                sum += d_conv[(size_t)m * D + d];
+            d_bias[d] += sum;
+        }
+        real *d_in = l > 0 ? buf->grad_a : d_x; /* d_normed is spent: reuse it */
+        for (int g = 0; g < G; g++) {
+            const real *w = params->weight[l] + (size_t)g * Cg * width;
+            same_im2col(buf->cols, buf->layer_in[l], B, T, D, g * Cg, Cg, K);
+            /* d_W_g (Cg, Cg*K) += d_conv_g^T . cols_g */
+            gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, width, M, R(1), d_conv + g * Cg, D, buf->cols, width,
+                 R(1), grads->weight[l] + (size_t)g * Cg * width, width);
+            /* d_cols_g (M, Cg*K) = d_conv_g . W_g, then back onto the frames. */
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, Cg, R(1), d_conv + g * Cg, D, w, width, R(0),
+                 buf->cols, width);
+            same_col2im(d_in, buf->cols, B, T, D, g * Cg, Cg, K);
+        }
+        d_act = d_in;
+    }
+    /* The forward zeroed padded input frames, so they get no gradient. */
+    zero_padded_frames(d_x, lengths, B, T, D);
+}
