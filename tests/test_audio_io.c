@@ -10,6 +10,7 @@
 
 #include "audio_io.h"
 #include "check.h"
+#include "tempdir.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -21,16 +22,8 @@
 
 #include <sndfile.h>
 
-static char tmp_dir[] = "/tmp/d2v_test_audio_XXXXXX";
-
 static const double PI = 3.14159265358979323846;
 
-/* ---- helpers -------------------------------------------------------------- */
-
-static void path_in_dir(char *out, size_t size, const char *name)
-{
-    snprintf(out, size, "%s/%s", tmp_dir, name);
-}
 
 /* Signals are functions of (frame, channel) so every test can recompute the
  * exact samples it wrote. */
@@ -551,35 +544,17 @@ static void test_errors(void)
     CHECK(audio_load(path, 16000, 1000, 0, 1, NULL, out, &n, &err) == -1, "train without rng");
 }
 
-static void remove_tmp_dir(void)
-{
-    DIR *dir = opendir(tmp_dir);
-    if (!dir)
-        return;
-    struct dirent *entry;
-    char path[1024];
-    while ((entry = readdir(dir)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", tmp_dir, entry->d_name);
-        unlink(path);
-    }
-    closedir(dir);
-    rmdir(tmp_dir);
-}
 
 int main(void)
 {
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
+    if (tmp_dir_create("audio") < 0)
         return 1;
-    }
     test_resample_round_trip();
     test_info_and_formats();
     test_mixdown();
     test_crop();
     test_ten_hour_file();
     test_errors();
-    remove_tmp_dir();
+    remove_tree(tmp_dir);
     return check_summary();
 }

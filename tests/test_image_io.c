@@ -13,6 +13,7 @@
 #include "files.h"
 #include "image_io.h"
 #include "check.h"
+#include "tempdir.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -24,68 +25,11 @@
 
 #include <jpeglib.h>
 
-static char tmp_dir[] = "/tmp/d2v_test_img_XXXXXX";
-
 static const float zero_mean[3] = {0, 0, 0}, unit_std[3] = {1, 1, 1};
 
-/* ---- helpers -------------------------------------------------------------- */
 
-static void path_in_dir(char *out, size_t size, const char *name)
-{
-    snprintf(out, size, "%s/%s", tmp_dir, name);
-}
 
-static int write_bytes(const char *path, const void *bytes, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    if (!fp)
-        return -1;
-    int ok = (len == 0 || fwrite(bytes, 1, len, fp) == len);
-    return (fclose(fp) == 0 && ok) ? 0 : -1;
-}
 
-static uint8_t *read_bytes(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
-    if (size <= 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        fclose(fp);
-        return NULL;
-    }
-    uint8_t *bytes = malloc((size_t)size);
-    if (bytes && fread(bytes, 1, (size_t)size, fp) != (size_t)size) {
-        free(bytes);
-        bytes = NULL;
-    }
-    fclose(fp);
-    *len = (size_t)size;
-    return bytes;
-}
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-            chmod(path, 0700);
-            remove_tree(path);
-        } else {
-            unlink(path);
-        }
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* Writes a JPEG with libjpeg's compressor. in_space/components describe the
  * pixels; file_space is the JPEG's own color space (JCS_UNKNOWN = libjpeg's
@@ -231,7 +175,7 @@ static void test_decode_rgb_and_gray(void)
 
     /* The in-memory entry point, with and without a name. */
     size_t len;
-    uint8_t *bytes = read_bytes(path, &len);
+    uint8_t *bytes = read_whole(path, &len);
     CHECK(bytes != NULL, "read back %s", path);
     if (bytes) {
         CHECK(image_decode_jpeg_mem(bytes, len, "gray-in-memory", 0, 0, &img, &err) == 0, "decode from memory: %s",
@@ -754,7 +698,7 @@ static void test_broken_files(void)
     char path[4096], good[4096];
 
     path_in_dir(path, sizeof path, "empty.jpg");
-    CHECK(write_bytes(path, "", 0) == 0, "write %s", path);
+    CHECK(write_file(path, "", 0) == 0, "write %s", path);
     expect_decode_error(path, "empty file", "zero-byte file");
 
     /* A valid, busy image cut in half: libjpeg pads it with gray and warns
@@ -769,11 +713,11 @@ static void test_broken_files(void)
     CHECK(write_jpeg(good, 64, 64, JCS_RGB, 3, noise, JCS_UNKNOWN, -1, 90) == 0, "write %s", good);
     free(noise);
     size_t len;
-    uint8_t *bytes = read_bytes(good, &len);
+    uint8_t *bytes = read_whole(good, &len);
     CHECK(bytes != NULL && len > 1000, "read back %s", good);
     if (bytes) {
         path_in_dir(path, sizeof path, "truncated.jpg");
-        CHECK(write_bytes(path, bytes, len / 2) == 0, "write %s", path);
+        CHECK(write_file(path, bytes, len / 2) == 0, "write %s", path);
         expect_decode_error(path, "truncated or corrupt JPEG", "truncated JPEG");
 
         /* Garbage in the middle of the entropy-coded data. */
@@ -782,7 +726,7 @@ static void test_broken_files(void)
         for (size_t i = len / 2; i < len / 2 + 64; i++)
             corrupt[i] = 0xFF;
         path_in_dir(path, sizeof path, "corrupt.jpg");
-        CHECK(write_bytes(path, corrupt, len) == 0, "write %s", path);
+        CHECK(write_file(path, corrupt, len) == 0, "write %s", path);
         D2vError err = {{0}};
         Image8 img;
         CHECK(image_decode_jpeg(path, 0, 0, &img, &err) != 0 && contains(err.msg, path),
@@ -799,20 +743,20 @@ static void test_broken_files(void)
                 break;
             }
         path_in_dir(path, sizeof path, "bomb.jpg");
-        CHECK(write_bytes(path, bytes, len) == 0, "write %s", path);
+        CHECK(write_file(path, bytes, len) == 0, "write %s", path);
         expect_decode_error(path, "megapixel", "decompression bomb");
         free(bytes);
     }
 
     path_in_dir(path, sizeof path, "notes.jpg");
     const char *text = "These are my notes, not a picture.\n";
-    CHECK(write_bytes(path, text, strlen(text)) == 0, "write %s", path);
+    CHECK(write_file(path, text, strlen(text)) == 0, "write %s", path);
     expect_decode_error(path, "Not a JPEG file", "text file named .jpg");
 
     path_in_dir(path, sizeof path, "image_png.jpg");
     const uint8_t png[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
                            0, 0, 0, 1, 0, 0, 0, 1, 8, 2, 0, 0, 0};
-    CHECK(write_bytes(path, png, sizeof png) == 0, "write %s", path);
+    CHECK(write_file(path, png, sizeof png) == 0, "write %s", path);
     expect_decode_error(path, "0x89", "PNG named .jpg");
 
     path_in_dir(path, sizeof path, "does_not_exist.jpg");
@@ -844,7 +788,7 @@ static void touch(const char *base, const char *rel)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", base, rel);
-    write_bytes(path, "x", 1);
+    write_file(path, "x", 1);
 }
 
 static const char *const jpeg_exts[] = {"jpg", "jpeg", NULL};
@@ -985,7 +929,7 @@ static void test_filelist_manifest(void)
                        "/elsewhere/pics/z.jpg\tbird\n"
                        "cat/b.jpeg\tcat \t 77\n" /* extra column ignored */
                        "./cat/sub/d.jpg"; /* no final newline */
-    CHECK(write_bytes(manifest, text, strlen(text)) == 0, "write %s", manifest);
+    CHECK(write_file(manifest, text, strlen(text)) == 0, "write %s", manifest);
 
     int rc = filelist_scan(manifest, jpeg_exts, 1, &f, &err);
     CHECK(rc == 0, "labeled manifest: %s", err.msg);
@@ -1021,26 +965,26 @@ static void test_filelist_manifest(void)
     size_t at = strlen(long_text);
     memset(long_text + at, 'a', 5000);
     strcpy(long_text + at + 5000, ".jpg\n");
-    CHECK(write_bytes(bad, long_text, strlen(long_text)) == 0, "write %s", bad);
+    CHECK(write_file(bad, long_text, strlen(long_text)) == 0, "write %s", bad);
     free(long_text);
     rc = filelist_scan(bad, jpeg_exts, 0, &f, &err);
     snprintf(want, sizeof want, "%s:3:", bad);
     CHECK(rc != 0 && contains(err.msg, want) && contains(err.msg, "longer than 4096"), "long line: %s", err.msg);
 
     snprintf(bad, sizeof bad, "%s/nul.txt", dir);
-    CHECK(write_bytes(bad, "a.jpg\nb\0.jpg\n", 13) == 0, "write %s", bad);
+    CHECK(write_file(bad, "a.jpg\nb\0.jpg\n", 13) == 0, "write %s", bad);
     rc = filelist_scan(bad, jpeg_exts, 0, &f, &err);
     snprintf(want, sizeof want, "%s:2:", bad);
     CHECK(rc != 0 && contains(err.msg, want) && contains(err.msg, "NUL"), "NUL byte: %s", err.msg);
 
     snprintf(bad, sizeof bad, "%s/ext.txt", dir);
-    CHECK(write_bytes(bad, "a.jpg\nb.png\n", 12) == 0, "write %s", bad);
+    CHECK(write_file(bad, "a.jpg\nb.png\n", 12) == 0, "write %s", bad);
     rc = filelist_scan(bad, jpeg_exts, 0, &f, &err);
     snprintf(want, sizeof want, "%s:2:", bad);
     CHECK(rc != 0 && contains(err.msg, want) && contains(err.msg, "b.png"), "wrong extension: %s", err.msg);
 
     snprintf(bad, sizeof bad, "%s/nolabel.txt", dir);
-    CHECK(write_bytes(bad, "cat/a.jpg\nloose.jpg\n", 20) == 0, "write %s", bad);
+    CHECK(write_file(bad, "cat/a.jpg\nloose.jpg\n", 20) == 0, "write %s", bad);
     rc = filelist_scan(bad, jpeg_exts, 1, &f, &err);
     snprintf(want, sizeof want, "%s:2:", bad);
     CHECK(rc != 0 && contains(err.msg, want) && contains(err.msg, "no label"), "entry without a label: %s",
@@ -1050,22 +994,20 @@ static void test_filelist_manifest(void)
     filelist_free(&f);
 
     snprintf(bad, sizeof bad, "%s/only_comments.txt", dir);
-    CHECK(write_bytes(bad, "# nothing\n\n", 11) == 0, "write %s", bad);
+    CHECK(write_file(bad, "# nothing\n\n", 11) == 0, "write %s", bad);
     rc = filelist_scan(bad, jpeg_exts, 0, &f, &err);
     CHECK(rc != 0 && contains(err.msg, bad) && contains(err.msg, "lists no"), "empty manifest: %s", err.msg);
 
     snprintf(bad, sizeof bad, "%s/single.jpg", dir);
-    CHECK(write_bytes(bad, "x", 1) == 0, "write %s", bad);
+    CHECK(write_file(bad, "x", 1) == 0, "write %s", bad);
     rc = filelist_scan(bad, jpeg_exts, 0, &f, &err);
     CHECK(rc != 0 && contains(err.msg, "single data file"), "an image given as the dataset: %s", err.msg);
 }
 
 int main(void)
 {
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
+    if (tmp_dir_create("img") < 0)
         return 1;
-    }
     test_decode_rgb_and_gray();
     test_decode_cmyk();
     test_dct_scaling();

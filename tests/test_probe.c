@@ -11,6 +11,7 @@
 #include "probe.h"
 #include "rng.h"
 #include "check.h"
+#include "tempdir.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -23,8 +24,6 @@
 #endif
 
 #define PI 3.14159265358979323846
-
-static char tmp_dir[] = "/tmp/d2v_test_probe_XXXXXX";
 
 /* A 2-D point at `degrees` on a circle of radius `radius`. */
 static void polar(float *out, double degrees, double radius)
@@ -392,19 +391,6 @@ static void test_linear_errors(void)
     CHECK(linear_probe(train, labels, 4, test, &test_label, 1, 2, 2, &opt, &r, NULL, &err) == 0, "tiny: %s", err.msg);
 }
 
-static uint8_t *read_whole(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *bytes = malloc(size > 0 ? (size_t)size : 1);
-    *len = fread(bytes, 1, (size_t)size, fp);
-    fclose(fp);
-    return bytes;
-}
 
 /* Writes, reads the bytes back and checks them against format 1.0:
  * magic, version, little-endian header length, the dict, 64-byte alignment,
@@ -494,27 +480,11 @@ static void test_npy(void)
     CHECK(count_dir_entries() == 4, "a failed write left a file behind");
 }
 
-static void remove_tmp_dir(void)
-{
-    DIR *dir = opendir(tmp_dir);
-    for (struct dirent *e; dir && (e = readdir(dir));) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-        unlink(path);
-    }
-    if (dir)
-        closedir(dir);
-    rmdir(tmp_dir);
-}
 
 int main(void)
 {
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
+    if (tmp_dir_create("probe") < 0)
         return 1;
-    }
     test_knn_clusters();
     test_knn_temperature();
     test_knn_ties();
@@ -526,6 +496,6 @@ int main(void)
     test_linear_scales();
     test_linear_errors();
     test_npy();
-    remove_tmp_dir();
+    remove_tree(tmp_dir);
     return check_summary();
 }

@@ -10,6 +10,7 @@
 
 #include "safetensors.h"
 #include "check.h"
+#include "tempdir.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -21,41 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char tmp_dir[] = "/tmp/d2v_test_st_XXXXXX";
 
-static void path_in_dir(char *out, size_t size, const char *name)
-{
-    snprintf(out, size, "%s/%s", tmp_dir, name);
-}
 
-static int write_file(const char *path, const void *bytes, size_t len)
-{
-    FILE *fp = fopen(path, "wb");
-    if (!fp)
-        return -1;
-    int ok = (len == 0 || fwrite(bytes, 1, len, fp) == len);
-    return (fclose(fp) == 0 && ok) ? 0 : -1;
-}
-
-static uint8_t *read_whole(const char *path, size_t *len)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return NULL;
-    long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
-    if (size < 0 || fseek(fp, 0, SEEK_SET) != 0) {
-        fclose(fp);
-        return NULL;
-    }
-    uint8_t *bytes = malloc(size > 0 ? (size_t)size : 1);
-    if (bytes && size > 0 && fread(bytes, 1, (size_t)size, fp) != (size_t)size) {
-        free(bytes);
-        bytes = NULL;
-    }
-    fclose(fp);
-    *len = (size_t)size;
-    return bytes;
-}
 
 /* Number of directory entries whose name contains ".tmp.": what a failed or
  * interrupted save would leave behind. */
@@ -73,26 +41,6 @@ static int count_temp_files(const char *dir)
     return n;
 }
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d)
-        return;
-    struct dirent *e;
-    char path[4096];
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            remove_tree(path);
-        else
-            unlink(path);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* ---- Round trip --------------------------------------------------------- */
 
@@ -559,10 +507,8 @@ static void test_not_a_file(void)
 
 int main(void)
 {
-    if (!mkdtemp(tmp_dir)) {
-        perror("mkdtemp");
+    if (tmp_dir_create("st") < 0)
         return 1;
-    }
     test_dtypes();
     test_round_trip();
     test_writer_errors();
