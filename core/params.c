@@ -119,6 +119,7 @@ void params_init(ParamStore *ps, Rng *rng)
             case INIT_TRUNC_NORMAL: w[j] = trunc_normal(rng, p->init_scale); break;
             case INIT_NORMAL: w[j] = rng_normal(rng) * p->init_scale; break;
             case INIT_UNIFORM: w[j] = (2.0f * rng_uniform(rng) - 1.0f) * p->init_scale; break;
+            case INIT_UNIFORM_POSITIVE: w[j] = rng_uniform(rng) * p->init_scale; break;
             }
         }
     }

@@ -26,6 +26,8 @@ typedef enum {
     INIT_NORMAL,       /* N(0, std) */
     INIT_UNIFORM,      /* U(-scale, scale); PyTorch's Linear default is
                           scale = 1/sqrt(fan_in) for weight and bias */
+    INIT_UNIFORM_POSITIVE, /* U(0, scale): wav2vec 2.0's mask embedding
+                              (torch.FloatTensor(D).uniform_()) */
 } ParamInit;
 
 typedef struct {

@@ -198,7 +198,7 @@ int audio_load(const char *path, int target_rate, int64_t max_samples, int64_t m
         d2v_fail(err, "%s: %.2f s of audio, shorter than data.min_samples (%.2f s)", path,
                  (double)n_full / target_rate, (double)min_samples / target_rate);
         sf_close(file);
-        return -1;
+        return AUDIO_TOO_SHORT;
     }
 
     /* The window [offset, offset + len) in target samples. Evaluation takes

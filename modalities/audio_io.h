@@ -17,6 +17,11 @@
 #define AUDIO_MIN_RATE 1000
 #define AUDIO_MAX_RATE 384000
 
+/* audio_load's return for an utterance shorter than min_samples: not a
+ * broken file but one the dataset filters out (fairseq drops them by size),
+ * so the loader skips it even under data.on_error = fail. */
+#define AUDIO_TOO_SHORT (-2)
+
 /* Reads the header only: sample rate, channel count and frame count (one
  * frame = one sample per channel). Rejects what audio_load would reject on
  * the header alone: unreadable files, zero frames, too many channels, absurd
@@ -30,7 +35,8 @@ int audio_info(const char *path, int *rate, int *channels, int64_t *frames, D2vE
  *      (SOXR_HQ); its length at target_rate is n = floor(frames *
  *      target_rate / file_rate);
  *   3. n < min_samples is an error ("PATH: 0.20 s of audio, shorter than
- *      data.min_samples (0.50 s)"), so the loader can skip and count it;
+ *      data.min_samples (0.50 s)") returned as AUDIO_TOO_SHORT, so the
+ *      loader can skip and count it;
  *   4. if n > max_samples, a window of max_samples is cut out: for training
  *      (train != 0) starting at offset = rng_below(rng, n - max_samples + 1)
  *      (exactly one draw, nothing drawn when no crop is needed); for

@@ -5,6 +5,7 @@
 #include "modality.h"
 
 extern const Modality image_modality;
+extern const Modality speech_modality;
 
 /* NULL when unknown; names lists the known ones ("image|speech|text"). */
 const Modality *modality_find(const char *name);

@@ -509,7 +509,7 @@ static void test_errors(void)
     /* Too short, with the exact message the loader counts. */
     path_in_dir(path, sizeof path, "short.wav");
     CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, 3200, sine_440) == 0, "write");
-    CHECK(audio_load(path, 16000, 16000, 8000, 0, NULL, out, &n, &err) == -1, "too short");
+    CHECK(audio_load(path, 16000, 16000, 8000, 0, NULL, out, &n, &err) == AUDIO_TOO_SHORT, "too short");
     char expected[1024];
     snprintf(expected, sizeof expected, "%s: 0.20 s of audio, shorter than data.min_samples (0.50 s)", path);
     CHECK(strcmp(err.msg, expected) == 0, "message: %s", err.msg);
@@ -518,7 +518,7 @@ static void test_errors(void)
     CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 8000, 1, 1600, sine_440) == 0, "write");
     CHECK(audio_load(path, 16000, 16000, 3200, 0, NULL, out, &n, &err) == 0 && llabs(n - 3200) <= 1,
           "0.2 s at 8 kHz meets min 3200 at 16 kHz: %s", err.msg);
-    CHECK(audio_load(path, 16000, 16000, 3201, 0, NULL, out, &n, &err) == -1 && names_path(&err, path),
+    CHECK(audio_load(path, 16000, 16000, 3201, 0, NULL, out, &n, &err) == AUDIO_TOO_SHORT && names_path(&err, path),
           "0.2 s at 8 kHz is below 3201 at 16 kHz");
 
     /* Silent. */
