@@ -9,4 +9,4 @@ apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
   libutf8proc-dev libinih-dev libjansson-dev \
   python3-torch python3-numpy python3-pil \
-  dataset-fashion-mnist >/dev/null
+  dataset-fashion-mnist espeak-ng sox >/dev/null
