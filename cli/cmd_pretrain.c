@@ -4,6 +4,7 @@
 #include "train.h"
 
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +18,24 @@ static void on_signal(int sig)
     stop_requested = 1;
 }
 
+/* A bad file is met again every epoch; its warning is printed the first
+ * time only (log.jsonl's `skipped` still counts every replacement). */
+#define WARNED_CAPACITY 4096
+
 typedef struct {
     int tty;
     const char *run_dir;
+    uint64_t warned[WARNED_CAPACITY]; /* hashes of printed warnings */
+    int n_warned;
 } Progress;
+
+static uint64_t message_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
 
 static void print_log(void *ctx, const StepLog *s)
 {
@@ -37,6 +52,15 @@ static void print_log(void *ctx, const StepLog *s)
 static void print_warning(void *ctx, const char *msg)
 {
     Progress *p = ctx;
+    const uint64_t h = message_hash(msg);
+    for (int i = 0; i < p->n_warned && i < WARNED_CAPACITY; i++)
+        if (p->warned[i] == h)
+            return;
+    if (p->n_warned < WARNED_CAPACITY)
+        p->warned[p->n_warned++] = h;
+    else if (p->n_warned++ == WARNED_CAPACITY)
+        fprintf(stderr, "%sd2v pretrain: over %d distinct warnings; repeats are no longer recognised\n",
+                p->tty ? "\n" : "", WARNED_CAPACITY);
     fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
 }
 
@@ -109,7 +133,7 @@ int cmd_pretrain(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    Progress progress = {isatty(STDERR_FILENO), run};
+    Progress progress = {.tty = isatty(STDERR_FILENO), .run_dir = run};
     TrainOptions opt = {&s.cfg, s.text, s.mod, s.mcfg, data, run, resume, &stop_requested,
                         print_log, print_checkpoint, print_warning, &progress};
     int rc = train_run(&opt, &err);
