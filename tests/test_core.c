@@ -7,6 +7,7 @@
 #include "data2vec.h"
 #include "ema.h"
 #include "fixture.h"
+#include "layers.h"
 #include "optim.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -404,8 +405,40 @@ static void test_determinism(void)
     model_free(&m);
 }
 
+/* The float build's GELU uses its own vectorisable erf and exp (layers.c);
+ * they must agree with libm's in double to float precision, forward and
+ * backward, over the whole range activations take (and past it). */
+static void test_gelu_precision(void)
+{
+    enum { COUNT = 40001 };
+    float *x = malloc(COUNT * sizeof *x), *y = malloc(COUNT * sizeof *y), *ones = malloc(COUNT * sizeof *ones),
+          *dy = malloc(COUNT * sizeof *dy);
+    for (int i = 0; i < COUNT; i++) {
+        x[i] = -20.0f + 40.0f * (float)i / (COUNT - 1);
+        ones[i] = 1.0f;
+    }
+    gelu_forward(y, x, COUNT);
+    gelu_backward(dy, ones, x, COUNT);
+    double worst_y = 0, worst_dy = 0;
+    for (int i = 0; i < COUNT; i++) {
+        const double v = x[i], cdf = 0.5 * (1 + erf(v / sqrt(2.0)));
+        const double exact_y = v * cdf, exact_dy = cdf + v * exp(-0.5 * v * v) / sqrt(2 * M_PI);
+        const double ey = fabs(y[i] - exact_y) / (1 + fabs(v)), edy = fabs(dy[i] - exact_dy);
+        worst_y = ey > worst_y ? ey : worst_y;
+        worst_dy = edy > worst_dy ? edy : worst_dy;
+    }
+    CHECK(worst_y < 4e-7, "gelu forward: worst error %.3g x (1 + |x|)", worst_y);
+    CHECK(worst_dy < 1e-6, "gelu backward: worst error %.3g", worst_dy);
+    printf("gelu vs libm erf/exp in double: forward %.2g (1 + |x|), backward %.2g\n", worst_y, worst_dy);
+    free(x);
+    free(y);
+    free(ones);
+    free(dy);
+}
+
 int main(void)
 {
+    test_gelu_precision();
     test_targets();
     test_ema();
     test_adamw();
