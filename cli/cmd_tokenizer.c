@@ -115,11 +115,6 @@ static int parse_count(const char *text, long lo, long hi, long *out)
     return 0;
 }
 
-static void print_warning(void *ctx, const char *message)
-{
-    fprintf(stderr, "d2v %s: warning: %s\n", (const char *)ctx, message);
-}
-
 static int train(int argc, char **argv)
 {
     const char *cmd = "tokenizer train";
@@ -153,26 +148,43 @@ static int train(int argc, char **argv)
     }
     opt.contractions = option(o, n, "--no-contractions") == NULL;
 
+    /* Counted file by file (to warn about each), then merged. */
     double t0 = now_seconds();
     Tokenizer *tok = NULL;
+    TokCounter *counter = NULL;
     TokTrainStats st = {0};
     TokTrainOptions to = {.vocab_size = (int)vocab_size, .min_frequency = min_frequency};
-    int rc = tokenizer_train((const char *const *)files, n_files, &opt, &to, print_warning, (void *)cmd, &tok, &st,
-                             &err);
+    int rc = tok_counter_create(&opt, &counter, &err);
+    for (int i = 0; i < n_files && rc == 0; i++) {
+        Utf8Report rep;
+        int64_t bytes = 0;
+        rc = tok_counter_add_file(counter, files[i], &rep, &bytes, &err);
+        if (rc == 0 && rep.count > 0)
+            fprintf(stderr, "d2v %s: warning: %s: invalid UTF-8 at byte offset %lld (replaced by U+FFFD; %lld place%s)\n",
+                    cmd, files[i], (long long)rep.first_offset, (long long)rep.count, rep.count == 1 ? "" : "s");
+        if (rc == 0 && bytes == 0)
+            fprintf(stderr, "d2v %s: warning: %s: empty file\n", cmd, files[i]);
+    }
     double t1 = now_seconds();
+    if (rc == 0)
+        rc = tokenizer_train_counts(counter, &to, &tok, &st, &err);
+    double t2 = now_seconds();
     if (rc == 0)
         rc = tokenizer_save(tok, out, &err);
     if (rc == 0) {
+        double mb = megabytes(st.input_bytes);
         fprintf(stderr,
-                "d2v %s: %.2f MB in %d file%s, %lld pieces (%lld distinct), normalization %s\n"
-                "d2v %s: %d merges, vocabulary %d%s\n"
-                "d2v %s: trained in %.2f s (%.2f MB/s), wrote %s/vocab.json and %s/merges.txt\n",
-                cmd, megabytes(st.input_bytes), n_files, n_files == 1 ? "" : "s", (long long)st.pieces,
-                (long long)st.distinct_pieces, tok_normalization_name(opt.normalization), cmd, st.n_merges,
-                st.vocab_size,
+                "d2v %s: counted %.2f MB in %d file%s in %.2f s (%.1f MB/s): %lld pieces, %lld distinct; "
+                "normalization %s\n"
+                "d2v %s: learned %d merges in %.2f s: vocabulary %d%s\n"
+                "d2v %s: trained in %.2f s in all (%.1f MB/s); wrote %s/vocab.json and %s/merges.txt\n",
+                cmd, mb, n_files, n_files == 1 ? "" : "s", t1 - t0, mb / (t1 - t0 > 1e-9 ? t1 - t0 : 1e-9),
+                (long long)st.pieces, (long long)st.distinct_pieces, tok_normalization_name(opt.normalization), cmd,
+                st.n_merges, t2 - t1, st.vocab_size,
                 st.vocab_size < to.vocab_size ? " (fewer than asked: no pair left occurs --min-frequency times)" : "",
-                cmd, t1 - t0, megabytes(st.input_bytes) / (t1 - t0 > 1e-9 ? t1 - t0 : 1e-9), out, out);
+                cmd, t2 - t0, mb / (t2 - t0 > 1e-9 ? t2 - t0 : 1e-9), out, out);
     }
+    tok_counter_free(counter);
     tokenizer_free(tok);
     free(files);
     return rc < 0 ? fail(cmd, &err) : 0;

@@ -1707,20 +1707,29 @@ int tokenizer_train(const char *const *paths, int n_paths, const TokOptions *o, 
 #define MERGES_FILE "merges.txt"
 #define SETTINGS_FILE "d2v_tokenizer.json"
 
-/* A token as messages show it: quoted, control characters escaped, long
- * ones shortened, so an error stays on one line. */
+/* A token as messages show it: quoted, with control characters and
+ * ill-formed UTF-8 escaped and long ones shortened, so that an error stays
+ * one readable line whatever garbage the file held. */
 static const char *shown(const char *s, size_t n, char out[96])
 {
+    const uint8_t *u = (const uint8_t *)s;
     size_t w = 0;
     out[w++] = '"';
-    for (size_t i = 0; i < n && w < 88; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c < 0x20 || c == 0x7F || c == '"' || c == '\\')
-            w += (size_t)snprintf(out + w, 96 - w, "\\x%02X", c);
-        else
-            out[w++] = (char)c;
-        if (i + 1 < n && w >= 88)
+    for (size_t i = 0; i < n;) {
+        if (w >= 86) {
             w += (size_t)snprintf(out + w, 96 - w, "...");
+            break;
+        }
+        int len = utf8_sequence(u + i, n - i);
+        if (len > 1) {
+            memcpy(out + w, u + i, (size_t)len);
+            w += (size_t)len;
+            i += (size_t)len;
+        } else if (len == 1 && u[i] >= 0x20 && u[i] != 0x7F && u[i] != '"' && u[i] != '\\') {
+            out[w++] = (char)u[i++];
+        } else {
+            w += (size_t)snprintf(out + w, 96 - w, "\\x%02X", u[i++]);
+        }
     }
     out[w++] = '"';
     out[w] = 0;

@@ -1203,6 +1203,54 @@ static void test_big_inputs(void)
     free(corpus);
 }
 
+typedef struct {
+    char text[2048];
+    int count;
+} Warnings;
+
+static void collect_warning(void *ctx, const char *message)
+{
+    Warnings *w = ctx;
+    size_t used = strlen(w->text);
+    snprintf(w->text + used, sizeof w->text - used, "%s\n", message);
+    w->count++;
+}
+
+static void test_train_files(void)
+{
+    char good[600], bad[600], empty[600], out[600];
+    path_in_dir(good, sizeof good, "train_good.txt");
+    path_in_dir(bad, sizeof bad, "train_bad.txt");
+    path_in_dir(empty, sizeof empty, "train_empty.txt");
+    path_in_dir(out, sizeof out, "trained");
+    char *corpus = real_text(2);
+    write_file(good, corpus, strlen(corpus));
+    write_file(bad, "caf\xe9 au lait\n", 13);
+    write_file(empty, "", 0);
+    const char *paths[] = {good, bad, empty};
+    TokOptions o = tok_default_options();
+    TokTrainOptions to = {.vocab_size = 500, .min_frequency = 2};
+    TokTrainStats st;
+    Warnings w = {.count = 0};
+    Tokenizer *t = NULL;
+    D2vError err;
+    CHECK(tokenizer_train(paths, 3, &o, &to, collect_warning, &w, &t, &st, &err) == 0, "train: %s", err.msg);
+    char want_bad[700], want_empty[700];
+    snprintf(want_bad, sizeof want_bad, "%s: invalid UTF-8 at byte offset 3 (replaced by U+FFFD; 1 place)", bad);
+    snprintf(want_empty, sizeof want_empty, "%s: empty file", empty);
+    CHECK(w.count == 2 && strstr(w.text, want_bad) && strstr(w.text, want_empty), "warnings:\n%s", w.text);
+    CHECK(st.input_bytes == (int64_t)strlen(corpus) + 13 && st.vocab_size <= 500 && st.n_merges > 100,
+          "stats: %lld bytes, %d merges, vocabulary %d", (long long)st.input_bytes, st.n_merges, st.vocab_size);
+    CHECK(t && tokenizer_save(t, out, &err) == 0, "save: %s", err.msg);
+    tokenizer_free(t);
+    t = NULL;
+    paths[1] = "/nonexistent/file.txt";
+    CHECK(tokenizer_train(paths, 2, &o, &to, NULL, NULL, &t, &st, &err) < 0 && !t &&
+              strstr(err.msg, "/nonexistent/file.txt"),
+          "a missing file: %s", err.msg);
+    free(corpus);
+}
+
 int main(void)
 {
     if (tmp_dir_create("tokenizer") < 0)
@@ -1219,6 +1267,7 @@ int main(void)
     test_file_round_trip();
     test_corrupt_files();
     test_big_inputs();
+    test_train_files();
     remove_tree(tmp_dir);
     return check_summary();
 }
