@@ -407,6 +407,17 @@ static int source_fill(Source *src, D2vError *err)
             src->eof = 1;
         }
     }
+    /* A full window may be all that is left: know it, so a stream is cut
+     * exactly as the same bytes in memory would be. */
+    if (!src->eof) {
+        int c = getc(src->fp);
+        if (c == EOF && ferror(src->fp))
+            return d2v_fail(err, "cannot read %s: %s", src->name, strerror(errno));
+        if (c == EOF)
+            src->eof = 1;
+        else
+            ungetc(c, src->fp);
+    }
     return 0;
 }
 

@@ -1192,6 +1192,25 @@ static void test_big_inputs(void)
     tok_counter_free(c);
     free(line.p);
 
+    /* A stream exactly one chunk long is cut as the same bytes in memory
+     * ("thth...": a cut before the last byte would split a "t h" merge). */
+    Str exact = {0};
+    for (int i = 0; i < (1 << 19); i++)
+        str_put(&exact, "th", 2);
+    path_in_dir(path, sizeof path, "exact_chunk.txt");
+    write_file(path, exact.p, exact.n);
+    TokIds mem = {0}, str = {0};
+    tokenizer_encode(t, exact.p, exact.n, &mem, NULL, &err);
+    fp = fopen(path, "rb");
+    CHECK(fp && tokenizer_encode_stream(t, fp, path, collect_ids, &str, NULL, NULL, &err) == 0, "stream: %s", err.msg);
+    if (fp)
+        fclose(fp);
+    CHECK(mem.n == str.n && memcmp(mem.ids, str.ids, mem.n * sizeof *mem.ids) == 0,
+          "1 MB exactly: %zu ids in memory, %zu streamed", mem.n, str.n);
+    tok_ids_free(&mem);
+    tok_ids_free(&str);
+    free(exact.p);
+
     /* NUL bytes and an empty input. */
     const char nul[] = "a\0b\0\0 c";
     CHECK(round_trips(t, nul, sizeof nul - 1), "NUL bytes round-trip");
