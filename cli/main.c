@@ -14,6 +14,7 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain an encoder with data2vec (d2v pretrain CONFIG --data PATH --run RUNDIR)"},
     {"embed", cmd_embed, "write frozen features of a dataset to .npy"},
     {"eval", cmd_eval, "k-NN or linear-probe accuracy of frozen features (eval knn|linear)"},
+    {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer on text, or encode/decode with one"},
     {"inspect", cmd_inspect, "list the tensors, metadata and embedded config of a .safetensors file"},
     {"version", cmd_version, "print the version, BLAS library, CPU core type and thread count"},
 };
