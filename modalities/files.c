@@ -592,3 +592,43 @@ void filelist_free(FileList *f)
     free(f->class_names);
     *f = (FileList){0};
 }
+
+int file_dataset_open(const char *path, const char *const *extensions, int labeled, void **dataset, D2vError *err)
+{
+    FileList *files = d2v_calloc(1, sizeof *files, err);
+    if (!files)
+        return -1;
+    if (filelist_scan(path, extensions, labeled, files, err) < 0) {
+        free(files);
+        return -1;
+    }
+    *dataset = files;
+    return 0;
+}
+
+int file_dataset_size(const void *dataset) { return ((const FileList *)dataset)->n; }
+
+int file_dataset_classes(const void *dataset, const char *const **names)
+{
+    const FileList *files = dataset;
+    *names = (const char *const *)files->class_names;
+    return files->n_classes;
+}
+
+const char *file_dataset_item_name(const void *dataset, int item) { return ((const FileList *)dataset)->paths[item]; }
+
+void file_dataset_close(void *dataset)
+{
+    filelist_free(dataset);
+    free(dataset);
+}
+
+void batch_free_arrays(Batch *batch)
+{
+    free(batch->data);
+    free(batch->tokens);
+    free(batch->lengths);
+    free(batch->labels);
+    free(batch->items);
+    memset(batch, 0, sizeof *batch);
+}

@@ -7,6 +7,7 @@
 #define D2V_FILES_H
 
 #include "common.h"
+#include "modality.h"
 
 typedef struct {
     char **paths;
@@ -31,5 +32,17 @@ int filelist_scan(const char *path, const char *const *extensions, int labeled, 
  * entry must end in one of the extensions; paths are not checked for
  * existence here (the decoder reports a missing file). */
 void filelist_free(FileList *f);
+
+/* A dataset that is one file per item (image, speech): the Modality data
+ * callbacks those plug-ins share. The dataset is a FileList. */
+int file_dataset_open(const char *path, const char *const *extensions, int labeled, void **dataset, D2vError *err);
+int file_dataset_size(const void *dataset);
+int file_dataset_classes(const void *dataset, const char *const **names);
+const char *file_dataset_item_name(const void *dataset, int item);
+void file_dataset_close(void *dataset);
+
+/* Frees every array of a batch (data, tokens, lengths, labels, items; the
+ * ones a plug-in left NULL cost nothing) and zeroes it: a batch_free. */
+void batch_free_arrays(Batch *batch);
 
 #endif

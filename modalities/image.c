@@ -223,45 +223,12 @@ static void image_backward(void *fe, const real *w, real *g, const real *d_x_stu
 
 /* ---- data ---------------------------------------------------------------------- */
 
-typedef struct {
-    FileList files;
-} ImageDataset;
-
 static const char *const jpeg_extensions[] = {"jpg", "jpeg", NULL};
 
 static int image_open(const void *mcfg, const char *path, int labeled, void **dataset, D2vError *err)
 {
     (void)mcfg;
-    ImageDataset *d = d2v_calloc(1, sizeof *d, err);
-    if (!d)
-        return -1;
-    if (filelist_scan(path, jpeg_extensions, labeled, &d->files, err) < 0) {
-        free(d);
-        return -1;
-    }
-    *dataset = d;
-    return 0;
-}
-
-static int image_dataset_size(const void *dataset) { return ((const ImageDataset *)dataset)->files.n; }
-
-static int image_dataset_classes(const void *dataset, const char *const **names)
-{
-    const ImageDataset *d = dataset;
-    *names = (const char *const *)d->files.class_names;
-    return d->files.n_classes;
-}
-
-static const char *image_item_name(const void *dataset, int item)
-{
-    return ((const ImageDataset *)dataset)->files.paths[item];
-}
-
-static void image_dataset_close(void *dataset)
-{
-    ImageDataset *d = dataset;
-    filelist_free(&d->files);
-    free(d);
+    return file_dataset_open(path, jpeg_extensions, labeled, dataset, err);
 }
 
 static int image_batch_alloc(const void *mcfg, int B, Batch *batch, D2vError *err)
@@ -275,20 +242,12 @@ static int image_batch_alloc(const void *mcfg, int B, Batch *batch, D2vError *er
     return batch->data && batch->labels && batch->items ? 0 : -1;
 }
 
-static void image_batch_free(Batch *batch)
-{
-    free(batch->data);
-    free(batch->labels);
-    free(batch->items);
-    memset(batch, 0, sizeof *batch);
-}
-
 static int image_load_batch(const void *mcfg, void *dataset, const int *items, int B, int train, Rng *rng,
                             int skip_bad, void (*warn)(void *ctx, const char *msg), void *warn_ctx, Batch *batch,
                             D2vError *err)
 {
     const ImageConfig *c = mcfg;
-    const ImageDataset *d = dataset;
+    const FileList *files = dataset;
     ImageTransform t;
     if (transform_from(c, &t, err) < 0)
         return -1;
@@ -301,20 +260,20 @@ static int image_load_batch(const void *mcfg, void *dataset, const int *items, i
         /* An unreadable file is replaced by the next one (deterministically),
          * at most a dataset's worth of tries. */
         for (int tries = 0;; tries++) {
-            const char *path = d->files.paths[item];
+            const char *path = files->paths[item];
             int rc = train ? image_load_train(path, &t, rng, batch->data + i * per, err)
                            : image_load_eval(path, &t, batch->data + i * per, err);
             if (rc == 0)
                 break;
-            if (!skip_bad || tries + 1 >= d->files.n)
+            if (!skip_bad || tries + 1 >= files->n)
                 return -1;
             if (warn)
                 warn(warn_ctx, err->msg);
             batch->skipped++;
-            item = (item + 1) % d->files.n;
+            item = (item + 1) % files->n;
         }
         batch->items[i] = item;
-        batch->labels[i] = d->files.labels ? d->files.labels[item] : -1;
+        batch->labels[i] = files->labels ? files->labels[item] : -1;
     }
     return 0;
 }
@@ -330,12 +289,12 @@ const Modality image_modality = {
     .layout = image_layout,
     .destroy = image_destroy,
     .open = image_open,
-    .dataset_size = image_dataset_size,
-    .dataset_classes = image_dataset_classes,
-    .item_name = image_item_name,
-    .dataset_close = image_dataset_close,
+    .dataset_size = file_dataset_size,
+    .dataset_classes = file_dataset_classes,
+    .item_name = file_dataset_item_name,
+    .dataset_close = file_dataset_close,
     .batch_alloc = image_batch_alloc,
-    .batch_free = image_batch_free,
+    .batch_free = batch_free_arrays,
     .load_batch = image_load_batch,
     .forward = image_forward,
     .backward = image_backward,

@@ -371,46 +371,13 @@ static void speech_backward(void *fe, const real *w, real *g, const real *d_x_st
 
 /* ---- data ---------------------------------------------------------------------- */
 
-typedef struct {
-    FileList files;
-} SpeechDataset;
-
 /* What libsndfile reads; the decoder, not the extension, has the last word. */
 static const char *const audio_extensions[] = {"wav", "flac", "ogg", "oga", "opus", "aiff", "aif", "au", NULL};
 
 static int speech_open(const void *mcfg, const char *path, int labeled, void **dataset, D2vError *err)
 {
     (void)mcfg;
-    SpeechDataset *d = d2v_calloc(1, sizeof *d, err);
-    if (!d)
-        return -1;
-    if (filelist_scan(path, audio_extensions, labeled, &d->files, err) < 0) {
-        free(d);
-        return -1;
-    }
-    *dataset = d;
-    return 0;
-}
-
-static int speech_dataset_size(const void *dataset) { return ((const SpeechDataset *)dataset)->files.n; }
-
-static int speech_dataset_classes(const void *dataset, const char *const **names)
-{
-    const SpeechDataset *d = dataset;
-    *names = (const char *const *)d->files.class_names;
-    return d->files.n_classes;
-}
-
-static const char *speech_item_name(const void *dataset, int item)
-{
-    return ((const SpeechDataset *)dataset)->files.paths[item];
-}
-
-static void speech_dataset_close(void *dataset)
-{
-    SpeechDataset *d = dataset;
-    filelist_free(&d->files);
-    free(d);
+    return file_dataset_open(path, audio_extensions, labeled, dataset, err);
 }
 
 static int speech_batch_alloc(const void *mcfg, int B, Batch *batch, D2vError *err)
@@ -424,15 +391,6 @@ static int speech_batch_alloc(const void *mcfg, int B, Batch *batch, D2vError *e
     return batch->data && batch->lengths && batch->labels && batch->items ? 0 : -1;
 }
 
-static void speech_batch_free(Batch *batch)
-{
-    free(batch->data);
-    free(batch->lengths);
-    free(batch->labels);
-    free(batch->items);
-    memset(batch, 0, sizeof *batch);
-}
-
 /* Rows are read at stride max_samples, then packed to stride T:
  *  - crop (training, fairseq's default): T = the shortest row; longer rows
  *    keep a random window of T, so no frame is padding;
@@ -444,7 +402,7 @@ static int speech_load_batch(const void *mcfg, void *dataset, const int *items, 
                              D2vError *err)
 {
     const SpeechConfig *c = mcfg;
-    const SpeechDataset *d = dataset;
+    const FileList *files = dataset;
     const int64_t stride = c->data.max_samples;
     batch->B = B;
     batch->skipped = 0;
@@ -456,23 +414,23 @@ static int speech_load_batch(const void *mcfg, void *dataset, const int *items, 
          * is a size filter, not an error, so it is skipped even under
          * data.on_error = fail. */
         for (int tries = 0;; tries++) {
-            int rc = audio_load(d->files.paths[item], (int)c->data.sample_rate, c->data.max_samples,
+            int rc = audio_load(files->paths[item], (int)c->data.sample_rate, c->data.max_samples,
                                 c->data.min_samples, train, rng, batch->data + i * stride, &n, err);
             if (rc == 0)
                 break;
-            if ((!skip_bad && rc != AUDIO_TOO_SHORT) || tries + 1 >= d->files.n) {
-                if (tries + 1 >= d->files.n)
+            if ((!skip_bad && rc != AUDIO_TOO_SHORT) || tries + 1 >= files->n) {
+                if (tries + 1 >= files->n)
                     d2v_fail_prefix(err, "no usable file in the whole dataset; the last: ");
                 return -1;
             }
             if (warn)
                 warn(warn_ctx, err->msg);
             batch->skipped++;
-            item = (item + 1) % d->files.n;
+            item = (item + 1) % files->n;
         }
         batch->lengths[i] = (int)n;
         batch->items[i] = item;
-        batch->labels[i] = d->files.labels ? d->files.labels[item] : -1;
+        batch->labels[i] = files->labels ? files->labels[item] : -1;
     }
     const int crop = train && strcmp(c->data.batching, "crop") == 0;
     int T = batch->lengths[0];
@@ -507,12 +465,12 @@ const Modality speech_modality = {
     .layout = speech_layout,
     .destroy = speech_destroy,
     .open = speech_open,
-    .dataset_size = speech_dataset_size,
-    .dataset_classes = speech_dataset_classes,
-    .item_name = speech_item_name,
-    .dataset_close = speech_dataset_close,
+    .dataset_size = file_dataset_size,
+    .dataset_classes = file_dataset_classes,
+    .item_name = file_dataset_item_name,
+    .dataset_close = file_dataset_close,
     .batch_alloc = speech_batch_alloc,
-    .batch_free = speech_batch_free,
+    .batch_free = batch_free_arrays,
     .load_batch = speech_load_batch,
     .forward = speech_forward,
     .backward = speech_backward,
