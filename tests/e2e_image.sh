@@ -18,16 +18,7 @@ fail() { echo "FAIL: $*"; exit 1; }
   --set train.threads=2 2> "$work/pretrain.err" || { cat "$work/pretrain.err"; fail "pretrain exited non-zero"; }
 mv "$work/runs/first" "$work/run"  # the run directory was created with its parents
 
-[ "$(wc -l < "$work/run/log.jsonl")" -eq 20 ] || fail "log.jsonl should have 20 lines"
-/usr/bin/python3 - "$work/run/log.jsonl" <<'PY' || fail "log values"
-import json, math, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-assert [r["step"] for r in rows] == list(range(1, 21)), "steps"
-for r in rows:
-    for key in ("loss", "target_var", "pred_var", "frontend_var", "grad_norm", "lr", "tau"):
-        assert math.isfinite(r[key]), (key, r)
-    assert r["loss"] > 0 and r["target_var"] > 0 and r["masked"] > 0, r
-PY
+/usr/bin/python3 "$src/tests/check_run_log.py" "$work/run/log.jsonl" 20 || fail "log values"
 [ -L "$work/run/last.safetensors" ] || fail "last.safetensors is missing"
 [ -f "$work/run/checkpoint-00000010.safetensors" ] && [ -f "$work/run/checkpoint-00000020.safetensors" ] || fail "checkpoints"
 "$d2v" inspect "$work/run/last.safetensors" | grep -q "teacher.blocks.5.fc2.weight" || fail "inspect lacks the teacher"
@@ -38,12 +29,8 @@ PY
 "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/run_again" \
   --set train.steps=20 --set train.batch_size=8 --set train.log_every=1 --set train.save_every=10 \
   --set train.threads=2 2>/dev/null || fail "second run"
-cmp -s "$work/run/log.jsonl" "$work/run_again/log.jsonl" 2>/dev/null || \
-  /usr/bin/python3 - "$work/run/log.jsonl" "$work/run_again/log.jsonl" <<'PY' || fail "same seed, different losses"
-import json, sys
-a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
-assert a == b, (a, b)
-PY
+/usr/bin/python3 "$src/tests/check_run_log.py" --same-losses "$work/run/log.jsonl" "$work/run_again/log.jsonl" \
+  || fail "same seed, different losses"
 mkdir "$work/resumed"
 cp "$work/run/checkpoint-00000010.safetensors" "$work/resumed/"
 ln -s checkpoint-00000010.safetensors "$work/resumed/last.safetensors"
@@ -51,11 +38,8 @@ head -10 "$work/run/log.jsonl" > "$work/resumed/log.jsonl"
 "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/resumed" --resume \
   --set train.steps=20 --set train.batch_size=8 --set train.log_every=1 --set train.save_every=10 \
   --set train.threads=2 2>/dev/null || fail "resume"
-/usr/bin/python3 - "$work/run/log.jsonl" "$work/resumed/log.jsonl" <<'PY' || fail "the resumed run left the curve"
-import json, sys
-a, b = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:3])
-assert len(a) == len(b) == 20 and a == b, (a[10:], b[10:])
-PY
+/usr/bin/python3 "$src/tests/check_run_log.py" --same-losses "$work/run/log.jsonl" "$work/resumed/log.jsonl" \
+  || fail "the resumed run left the curve"
 
 # A second run into the same directory must not overwrite the first.
 if "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/run" 2> "$work/again.err"; then

@@ -25,16 +25,7 @@ sox "$first" -c 2 "$work/data/train/two/stereo.ogg" trim 0 0.75
 # shellcheck disable=SC2086
 "$d2v" pretrain "$micro" --data "$work/data/train" --run "$work/run" --set train.steps=20 --set train.save_every=10 \
   $small 2> "$work/pretrain.err" || { cat "$work/pretrain.err"; fail "pretrain exited non-zero"; }
-[ "$(wc -l < "$work/run/log.jsonl")" -eq 20 ] || fail "log.jsonl should have 20 lines"
-/usr/bin/python3 - "$work/run/log.jsonl" <<'PY' || fail "log values"
-import json, math, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-assert [r["step"] for r in rows] == list(range(1, 21)), "steps"
-for r in rows:
-    for key in ("loss", "target_var", "pred_var", "frontend_var", "grad_norm", "lr", "tau"):
-        assert math.isfinite(r[key]), (key, r)
-    assert r["loss"] > 0 and r["target_var"] > 0 and r["masked"] > 0, r
-PY
+/usr/bin/python3 "$src/tests/check_run_log.py" "$work/run/log.jsonl" 20 || fail "log values"
 "$d2v" inspect "$work/run/last.safetensors" | grep -q "frontend.pos_conv.4.weight" || fail "inspect lacks the pos conv"
 
 # Same seed, same numbers; a resumed run continues the same curve.
@@ -48,12 +39,8 @@ head -10 "$work/run/log.jsonl" > "$work/resumed/log.jsonl"
 # shellcheck disable=SC2086
 "$d2v" pretrain "$micro" --data "$work/data/train" --run "$work/resumed" --resume --set train.steps=20 \
   --set train.save_every=10 $small 2>/dev/null || fail "resume"
-/usr/bin/python3 - "$work/run/log.jsonl" "$work/run_again/log.jsonl" "$work/resumed/log.jsonl" <<'PY' || fail "determinism or resume"
-import json, sys
-a, b, c = ([json.loads(l)["loss"] for l in open(p)] for p in sys.argv[1:4])
-assert a == b, ("same seed, different losses", a, b)
-assert len(c) == 20 and a == c, ("the resumed run left the curve", a[10:], c[10:])
-PY
+/usr/bin/python3 "$src/tests/check_run_log.py" --same-losses "$work/run/log.jsonl" "$work/run_again/log.jsonl" \
+  "$work/resumed/log.jsonl" || fail "determinism or resume"
 
 # Padded batches: every row keeps its length, padding is masked out.
 # shellcheck disable=SC2086
