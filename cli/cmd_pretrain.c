@@ -61,7 +61,11 @@ static void print_warning(void *ctx, const char *msg)
     else if (p->n_warned++ == WARNED_CAPACITY)
         fprintf(stderr, "%sd2v pretrain: over %d distinct warnings; repeats are no longer recognised\n",
                 p->tty ? "\n" : "", WARNED_CAPACITY);
-    fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
+    const size_t kept = strlen(MODALITY_WARNING_KEPT);
+    if (strncmp(msg, MODALITY_WARNING_KEPT, kept) == 0)
+        fprintf(stderr, "%sd2v pretrain: warning: %s\n", p->tty ? "\n" : "", msg + kept);
+    else
+        fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
 }
 
 static void print_checkpoint(void *ctx, const char *path)
