@@ -9,4 +9,5 @@ apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
   libutf8proc-dev libinih-dev libjansson-dev \
   python3-torch python3-numpy python3-pil python3-regex \
-  dataset-fashion-mnist espeak-ng sox >/dev/null
+  dataset-fashion-mnist espeak-ng sox \
+  bible-kjv fortunes fortunes-min jargon-text manpages groff-base wordnet-base >/dev/null
