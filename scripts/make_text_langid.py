@@ -9,7 +9,7 @@ on make_text_topic.py's set).
     /usr/bin/python3 scripts/make_text_langid.py --out data/langid [--train-per-lang 500] [--test-per-lang 100]
 
 Writes OUT/train.tsv and OUT/test.tsv, one `language<TAB>sentence` per line
-(UTF-8, NFC, whitespace collapsed). Which pages are test is decided by an MD5
+(UTF-8, NFC, whitespace collapsed), and OUT/classes.txt. Which pages are test is decided by an MD5
 bucket of the page's name (a fifth), the same in every language, so a page and
 its translations are all on one side. Sentences are kept when they look like
 prose: 30 to 250 characters, at least 5 words, a capital first and final
@@ -137,6 +137,8 @@ def main():
         with open(os.path.join(args.out, split + ".tsv"), "w", encoding="utf-8") as f:
             f.writelines(lines)
         print(f"{split}.tsv: {len(lines)} sentences")
+    with open(os.path.join(args.out, "classes.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(args.languages.split(",")) + "\n")
     print(f"done in {time.time() - started:.1f} s -> {args.out}")
 
 
