@@ -20,7 +20,6 @@
  * is never shared between threads.
  *
  * Shapes: B batch, S tokens per row (<= data.seq_len), D channels, V vocabulary. */
-#include "layers.h"
 #include "registry.h"
 #include "text_data.h"
 #include "token_embed.h"
