@@ -61,7 +61,11 @@ static void print_warning(void *ctx, const char *msg)
     else if (p->n_warned++ == WARNED_CAPACITY)
         fprintf(stderr, "%sd2v pretrain: over %d distinct warnings; repeats are no longer recognised\n",
                 p->tty ? "\n" : "", WARNED_CAPACITY);
-    fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
+    const size_t kept = strlen(MODALITY_WARNING_KEPT);
+    if (strncmp(msg, MODALITY_WARNING_KEPT, kept) == 0)
+        fprintf(stderr, "%sd2v pretrain: warning: %s\n", p->tty ? "\n" : "", msg + kept);
+    else
+        fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
 }
 
 static void print_checkpoint(void *ctx, const char *path)
@@ -77,7 +81,8 @@ static void usage(FILE *out)
             "usage: d2v pretrain CONFIG --data PATH --run RUNDIR [--resume] [--set section.key=value]...\n"
             "\n"
             "Pretrains an encoder with data2vec on the files under PATH (a directory, searched\n"
-            "recursively, or a manifest listing files). Writes into RUNDIR: config.ini (the\n"
+            "recursively, or a manifest listing files; for text, a text file or a directory\n"
+            "of *.txt files). Writes into RUNDIR: config.ini (the\n"
             "resolved config), log.jsonl (one JSON object per logged step), and checkpoints\n"
             "checkpoint-NNNNNNNN.safetensors every train.save_every steps and at the end, with\n"
             "last.safetensors pointing at the newest. Ctrl-C finishes the step, saves, and exits.\n"

@@ -42,6 +42,8 @@ typedef struct {
     int cls_position;                  /* -1 when there is no CLS token */
 } FrontendOut;
 
+#define MODALITY_WARNING_KEPT "kept: "
+
 typedef struct Modality Modality;
 struct Modality {
     const char *name;
@@ -62,8 +64,10 @@ struct Modality {
     /* Data: open a dataset path (train split or evaluation), allocate a
      * batch, fill it with the given items. on_error skip: an unreadable item
      * is reported through warn and replaced (batch->skipped counts it);
-     * fail: the error is returned. Must be thread-safe for one loader thread
-     * next to the training thread. */
+     * fail: the error is returned. A warning that begins with
+     * MODALITY_WARNING_KEPT is about input that was repaired and used, not
+     * skipped (e.g. ill-formed UTF-8 replaced in a text file). Must be
+     * thread-safe for one loader thread next to the training thread. */
     int (*open)(const void *mcfg, const char *path, int labeled, void **dataset, D2vError *err);
     int (*dataset_size)(const void *dataset);
     int (*dataset_classes)(const void *dataset, const char *const **names);

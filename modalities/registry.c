@@ -2,7 +2,7 @@
 
 #include <string.h>
 
-static const Modality *const all[] = {&image_modality, &speech_modality};
+static const Modality *const all[] = {&image_modality, &speech_modality, &text_modality};
 
 const Modality *modality_find(const char *name)
 {
@@ -14,5 +14,5 @@ const Modality *modality_find(const char *name)
 
 const char *modality_names(void)
 {
-    return "image|speech";
+    return "image|speech|text";
 }

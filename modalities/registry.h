@@ -6,6 +6,7 @@
 
 extern const Modality image_modality;
 extern const Modality speech_modality;
+extern const Modality text_modality;
 
 /* NULL when unknown; names lists the known ones ("image|speech|text"). */
 const Modality *modality_find(const char *name);

@@ -4,8 +4,11 @@
 # compare k-NN accuracy against the same network untrained.
 #   sh scripts/demo.sh          images: Fashion-MNIST as JPEG files, image_micro
 #   sh scripts/demo.sh speech   speech: spoken digits by espeak-ng, speech_micro
+#   sh scripts/demo.sh text     text: an English corpus from Debian packages,
+#                               a 4096-token BPE, text_micro; k-NN on WordNet
+#                               definitions by topic
 # DEMO_STEPS overrides the length (default 300 steps: about 4 minutes on 2
-# cores for either modality).
+# cores for image or speech).
 set -eu
 cd "$(dirname "$0")/.."
 export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
@@ -14,8 +17,14 @@ steps="${DEMO_STEPS:-300}"
 case "$modality" in
   image) config=configs/image_micro.ini data=data/fmnist ;;
   speech) config=configs/speech_micro.ini data=data/words ;;
-  *) echo "usage: sh scripts/demo.sh [image|speech]" >&2; exit 2 ;;
+  text) config=configs/text_micro.ini data=data/text ;;
+  *) echo "usage: sh scripts/demo.sh [image|speech|text]" >&2; exit 2 ;;
 esac
+# What is pretrained on, and the labeled splits the k-NN probe uses.
+pretrain_data="$data/train" probe_train="$data/train" probe_test="$data/test"
+if [ "$modality" = text ]; then
+  pretrain_data="$data/corpus.txt" probe_train=data/topic/train.tsv probe_test=data/topic/test.tsv
+fi
 if [ "$(id -u)" = 0 ]; then
   sh scripts/install-deps.sh
 else
@@ -24,16 +33,19 @@ fi
 [ -d build ] || meson setup build
 ninja -C build
 ./build/d2v version
-if [ ! -d "$data/train" ]; then
-  if [ "$modality" = image ]; then
-    /usr/bin/python3 scripts/make_fmnist.py --out "$data"
-  else
-    /usr/bin/python3 scripts/make_words.py --out "$data"
-  fi
+if [ ! -e "$pretrain_data" ]; then
+  case "$modality" in
+    image) /usr/bin/python3 scripts/make_fmnist.py --out "$data" ;;
+    speech) /usr/bin/python3 scripts/make_words.py --out "$data" ;;
+    text)
+      /usr/bin/python3 scripts/make_text_corpus.py --out "$data"
+      /usr/bin/python3 scripts/make_text_topic.py --out data/topic
+      ./build/d2v tokenizer train --vocab-size 4096 --out "$data/tokenizer-4096" "$data/corpus.txt" ;;
+  esac
 fi
 rm -rf "runs/demo_$modality"
-./build/d2v pretrain "$config" --data "$data/train" --run "runs/demo_$modality" \
+./build/d2v pretrain "$config" --data "$pretrain_data" --run "runs/demo_$modality" \
   --set train.steps="$steps" --set train.log_every=25
 echo "== k-NN on the $modality test split: untrained, then pretrained"
-./build/d2v eval knn --random-init "$config" --train "$data/train" --test "$data/test"
-./build/d2v eval knn --checkpoint "runs/demo_$modality/last.safetensors" --train "$data/train" --test "$data/test"
+./build/d2v eval knn --random-init "$config" --train "$probe_train" --test "$probe_test"
+./build/d2v eval knn --checkpoint "runs/demo_$modality/last.safetensors" --train "$probe_train" --test "$probe_test"
