@@ -9,6 +9,7 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* True when argv holds -h or --help. */
 int wants_help(int argc, char **argv);

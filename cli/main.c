@@ -12,6 +12,7 @@ typedef struct {
 
 static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain an encoder with data2vec (d2v pretrain CONFIG --data PATH --run RUNDIR)"},
+    {"bench", cmd_bench, "time full training steps on synthetic inputs: step time, phases, GFLOP/s, MFU, RSS"},
     {"embed", cmd_embed, "write frozen features of a dataset to .npy"},
     {"eval", cmd_eval, "k-NN or linear-probe accuracy of frozen features (eval knn|linear)"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer on text, or encode/decode with one"},

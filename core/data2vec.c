@@ -190,13 +190,19 @@ void d2v_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_
               const uint8_t *loss_mask, const uint8_t *pad, int B, int N, ForwardMode mode, real *d_x_student,
               StepStats *stats)
 {
+    /* Teacher: targets y for every position (eq. 2). */
+    d2v_teacher_targets(m, ps, a, x_teacher, pad, B, N);
+    d2v_student_step(m, ps, a, x_student, loss_mask, pad, B, N, mode, d_x_student, stats);
+}
+
+void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_student,
+                      const uint8_t *loss_mask, const uint8_t *pad, int B, int N, ForwardMode mode, real *d_x_student,
+                      StepStats *stats)
+{
     const Transformer *t = &m->encoder;
     const int M = B * N, D = t->dim;
     const real *w = ps->value;
     real *g = ps->grad;
-
-    /* Teacher: targets y for every position (eq. 2). */
-    d2v_teacher_targets(m, ps, a, x_teacher, pad, B, N);
 
     /* Student: the masked view, every activation kept for the backward. */
     transformer_forward(t, w, &a->student, x_student, pad, B, N, mode);
@@ -225,4 +231,23 @@ void d2v_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_
     for (int p = 0; p < P; p++)
         memcpy(a->d_output + (size_t)a->loss_rows[p] * D, a->d_head_in + (size_t)p * D, (size_t)D * sizeof(real));
     transformer_backward(t, w, g, &a->student, x_student, a->d_output, d_x_student, B, N, mode);
+}
+
+/* Forward FLOPs of one block on B rows of N positions: the four projections
+ * and the two FFN matrices (2*M*N*K each), plus QK^T and AV per head. */
+static double block_forward_flops(const Transformer *t, int B, int N)
+{
+    const double M = (double)B * N, D = t->dim, F = t->ffn_dim;
+    return 2 * M * D * (3 * D) + 2 * M * D * D + 2 * 2 * M * D * F + 2 * 2 * (double)B * N * N * D;
+}
+
+D2vFlops d2v_flops(const Data2vec *m, int B, int N, int P)
+{
+    const Transformer *t = &m->encoder;
+    const double D = t->dim, hidden = m->head_mlp ? 2 * D : D;
+    const double encoder = t->layers * block_forward_flops(t, B, N);
+    const double head = 2 * (double)P * D * hidden + (m->head_mlp ? 2 * (double)P * hidden * D : 0);
+    /* Backward of a GEMM is two GEMMs of the same size (input and weight
+     * gradients); the teacher runs forward only. */
+    return (D2vFlops){.teacher = encoder, .student = 3 * encoder, .head = 3 * head};
 }

@@ -65,6 +65,22 @@ void d2v_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_
               const uint8_t *loss_mask, const uint8_t *pad, int B, int N, ForwardMode mode, real *d_x_student,
               StepStats *stats);
 
+/* d2v_step without the teacher: the student's part, with a->target_sum
+ * already filled by d2v_teacher_targets (so the two can be timed apart). */
+void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const real *x_student,
+                      const uint8_t *loss_mask, const uint8_t *pad, int B, int N, ForwardMode mode, real *d_x_student,
+                      StepStats *stats);
+
+/* The matmul-dominated FLOPs of one step of the objective on B x N
+ * positions with P of them in the loss (2*M*N*K per GEMM; the element-wise
+ * work - norms, GELU, softmax, the optimizer - is left out). */
+typedef struct {
+    double teacher;  /* Transformer forward */
+    double student;  /* Transformer forward + backward */
+    double head;     /* regression head forward + backward */
+} D2vFlops;
+D2vFlops d2v_flops(const Data2vec *m, int B, int N, int P);
+
 /* fairseq's compute_var: mean over channels of sqrt(unbiased var + 1e-6)
  * over P rows (D,); rows with skip[i] != 0 are left out (skip may be NULL). */
 double d2v_channel_std(const real *rows, const uint8_t *skip, int P, int D);

@@ -37,7 +37,7 @@ void loader_train_items(uint64_t seed, int n_items, int batch_size, int64_t k, i
 
 /* RNG stream kinds: a stream is (kind << 48) | index, so the uses of one
  * seed never share random numbers. */
-enum { STREAM_INIT = 1, STREAM_ORDER = 2, STREAM_AUGMENT = 3, STREAM_MASK = 4 };
+enum { STREAM_INIT = 1, STREAM_ORDER = 2, STREAM_AUGMENT = 3, STREAM_MASK = 4, STREAM_SYNTHETIC = 5 };
 static inline uint64_t rng_stream(uint64_t kind, uint64_t index) { return (kind << 48) | index; }
 
 #endif

@@ -83,6 +83,13 @@ struct Modality {
      * the gradient w.r.t. x_student into the front-end's tensors. */
     void (*forward)(void *fe, const real *w, const Batch *batch, Rng *mask_rng, ForwardMode mode, FrontendOut *out);
     void (*backward)(void *fe, const real *w, real *g, const real *d_x_student, ForwardMode mode);
+
+    /* For `d2v bench` (both optional): fill a batch from batch_alloc with
+     * random inputs of the configured full shape (no padding), without a
+     * dataset; and the front-end's matmul FLOPs for B such rows, forward
+     * and backward (2*M*N*K per GEMM or convolution). */
+    void (*synthetic_batch)(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch);
+    void (*flops)(const void *fe, int B, double *forward, double *backward);
 };
 
 #endif

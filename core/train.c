@@ -3,7 +3,6 @@
 #include "checkpoint.h"
 #include "ema.h"
 #include "loader.h"
-#include "optim.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -142,16 +141,23 @@ static int log_jsonl(FILE *f, const StepLog *s, D2vError *err)
 
 /* ---- one step ------------------------------------------------------------------ */
 
-typedef struct {
-    double loss, target_var, pred_var, frontend_var, grad_norm, lr, tau;
-    int n_loss;
-} StepResult;
+static double seconds_since(double *mark)
+{
+    const double now = now_seconds(), elapsed = now - *mark;
+    *mark = now;
+    return elapsed;
+}
 
-/* DESIGN §3 steps 2-6 for one batch. */
-static void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, const Batch *batch,
-                       int64_t step, StepResult *r)
+/* DESIGN §3 steps 2-6 for one batch. The phase clocks are a handful of
+ * clock_gettime calls per step: always on, so training and `d2v bench`
+ * run exactly the same code. */
+void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, const Batch *batch,
+                int64_t step, StepResult *r, StepTimes *times)
 {
     const ForwardMode mode = {.train = 1, .seed = (uint64_t)cfg->train.seed, .step = (uint64_t)step};
+    StepTimes local;
+    StepTimes *tm = times ? times : &local;
+    double mark = now_seconds();
     Rng mask_rng;
     rng_init(&mask_rng, (uint64_t)cfg->train.seed, rng_stream(STREAM_MASK, (uint64_t)step));
     params_zero_grad(&m->ps);
@@ -160,24 +166,32 @@ static void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const
     FrontendOut fe;
     m->mod->forward(m->frontend, m->ps.value, batch, &mask_rng, mode, &fe);
     r->frontend_var = d2v_channel_std(fe.x_teacher, fe.pad, fe.B * fe.N, m->d2v.encoder.dim);
+    tm->frontend_forward = seconds_since(&mark);
 
     /* Teacher targets, student prediction, loss, backward to the input. */
+    d2v_teacher_targets(&m->d2v, &m->ps, &m->acts, fe.x_teacher, fe.pad, fe.B, fe.N);
+    tm->teacher = seconds_since(&mark);
     StepStats stats;
-    d2v_step(&m->d2v, &m->ps, &m->acts, fe.x_student, fe.x_teacher, fe.loss_mask, fe.pad, fe.B, fe.N, mode, m->d_x,
-             &stats);
+    d2v_student_step(&m->d2v, &m->ps, &m->acts, fe.x_student, fe.loss_mask, fe.pad, fe.B, fe.N, mode, m->d_x,
+                     &stats);
+    tm->student = seconds_since(&mark);
     m->mod->backward(m->frontend, m->ps.value, m->ps.grad, m->d_x, mode);
+    tm->frontend_backward = seconds_since(&mark);
 
     /* Update the student, then move the teacher toward it (eq. 1). */
     r->grad_norm = clip_grad_norm(&m->ps, cfg->optim.clip_norm);
     r->lr = schedule_lr(sched, step);
     adamw_step(&m->ps, adamw, r->lr, step + 1);
+    tm->optimizer = seconds_since(&mark);
     r->tau = ema_tau(cfg->ema.decay, cfg->ema.end_decay, cfg->ema.anneal_steps, step + 1);
     ema_update(&m->ps, r->tau);
+    tm->ema = seconds_since(&mark);
 
     r->loss = stats.loss;
     r->target_var = stats.target_var;
     r->pred_var = stats.pred_var;
     r->n_loss = stats.n_loss;
+    r->N = fe.N;
 }
 
 /* Representation collapse (DESIGN §3.7): every target, prediction or
@@ -258,7 +272,7 @@ int train_run(const TrainOptions *opt, D2vError *err)
         skipped += batch->skipped;
         double t0 = now_seconds();
         StepResult r;
-        train_step(&m, cfg, &adamw, &sched, batch, step, &r);
+        train_step(&m, cfg, &adamw, &sched, batch, step, &r, NULL);
         step++;
         double seconds = now_seconds() - t0;
         if (check_health(cfg, &r, step, last_path, err) < 0)

@@ -4,6 +4,7 @@
 #define D2V_TRAIN_H
 
 #include "model.h"
+#include "optim.h"
 
 #include <signal.h>
 
@@ -30,6 +31,25 @@ typedef struct {
     void (*warn)(void *ctx, const char *msg);
     void *ctx;
 } TrainOptions;
+
+/* What one step reports (train_step). */
+typedef struct {
+    double loss, target_var, pred_var, frontend_var, grad_norm, lr, tau;
+    int n_loss;  /* positions that got the loss */
+    int N;       /* positions per row in this batch */
+} StepResult;
+
+/* Wall-clock seconds of each phase of one step. */
+typedef struct {
+    double frontend_forward, teacher, student, frontend_backward, optimizer, ema;
+} StepTimes;
+
+/* One full training step (DESIGN §3 steps 2-6): front-end forward with the
+ * mask, teacher targets, student forward/backward with head and loss,
+ * front-end backward, clipping, AdamW, EMA. The one step function both
+ * `d2v pretrain` and `d2v bench` run; times may be NULL. */
+void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, const Batch *batch,
+                int64_t step, StepResult *r, StepTimes *times);
 
 /* Runs until train.steps updates are done (or a stop is requested, after
  * which it checkpoints and returns 0). Errors (bad data with on_error=fail,

@@ -278,6 +278,29 @@ static int image_load_batch(const void *mcfg, void *dataset, const int *items, i
     return 0;
 }
 
+/* Normalised pixels are roughly N(0,1); that is what the front-end sees. */
+static void image_synthetic_batch(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch)
+{
+    (void)fe;
+    const ImageConfig *c = mcfg;
+    const size_t n = (size_t)B * 3 * (size_t)c->frontend.image_size * (size_t)c->frontend.image_size;
+    for (size_t i = 0; i < n; i++)
+        batch->data[i] = rng_normal(rng);
+    for (int b = 0; b < B; b++)
+        batch->labels[b] = batch->items[b] = -1;
+    batch->B = B;
+    batch->T = 0;
+}
+
+/* The patch embedding is one GEMM (B*G, C*P*P) x (C*P*P, D); its backward
+ * computes the weight gradient only (the pixels need none). */
+static void image_flops(const void *fe, int B, double *forward, double *backward)
+{
+    const ImageFrontend *f = fe;
+    *forward = 2.0 * B * f->G * patch_cols(&f->shape) * f->D;
+    *backward = *forward;
+}
+
 const Modality image_modality = {
     .name = "image",
     .keys = image_keys,
@@ -295,6 +318,8 @@ const Modality image_modality = {
     .dataset_close = file_dataset_close,
     .batch_alloc = image_batch_alloc,
     .batch_free = batch_free_arrays,
+    .synthetic_batch = image_synthetic_batch,
+    .flops = image_flops,
     .load_batch = image_load_batch,
     .forward = image_forward,
     .backward = image_backward,

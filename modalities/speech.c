@@ -454,6 +454,46 @@ static int speech_load_batch(const void *mcfg, void *dataset, const int *items, 
     return 0;
 }
 
+/* Full-length rows (data.max_samples) of unit-variance noise: the shape
+ * of a cropped training batch after per-utterance normalisation. */
+static void speech_synthetic_batch(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch)
+{
+    (void)fe;
+    const SpeechConfig *c = mcfg;
+    const int T = (int)c->data.max_samples;
+    for (size_t i = 0; i < (size_t)B * T; i++)
+        batch->data[i] = rng_normal(rng);
+    for (int b = 0; b < B; b++) {
+        batch->lengths[b] = T;
+        batch->labels[b] = batch->items[b] = -1;
+    }
+    batch->B = B;
+    batch->T = T;
+}
+
+/* The CNN's convolutions (as im2col GEMMs), the projection C -> D and the
+ * grouped positional convolutions, at max_samples per row. Backward is
+ * twice forward, except the first CNN layer, which needs no gradient for
+ * the waveform. */
+static void speech_flops(const void *fe, int B, double *forward, double *backward)
+{
+    const SpeechFrontend *f = fe;
+    ConvEncoderPlan plan;
+    *forward = *backward = 0;
+    if (conv_encoder_plan(&plan, &f->spec, B, f->max_T, NULL) < 0)
+        return;
+    for (int l = 0; l < plan.n_layers; l++) {
+        const double conv = 2.0 * B * plan.t_out[l] * plan.c_out[l] * plan.c_in[l] * plan.kernel[l];
+        *forward += conv;
+        *backward += l == 0 ? conv : 2 * conv;
+    }
+    const double M = (double)B * conv_encoder_frames(&plan);
+    const double proj = 2 * M * f->C * f->D;
+    const double pos = f->pos_shape.depth * 2 * M * f->D * ((double)f->D / f->pos_shape.groups) * f->pos_shape.kernel;
+    *forward += proj + pos;
+    *backward += 2 * (proj + pos);
+}
+
 const Modality speech_modality = {
     .name = "speech",
     .keys = speech_keys,
@@ -471,6 +511,8 @@ const Modality speech_modality = {
     .dataset_close = file_dataset_close,
     .batch_alloc = speech_batch_alloc,
     .batch_free = batch_free_arrays,
+    .synthetic_batch = speech_synthetic_batch,
+    .flops = speech_flops,
     .load_batch = speech_load_batch,
     .forward = speech_forward,
     .backward = speech_backward,

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(real) == sizeof(float), "modalities are built in float only");
 
@@ -138,19 +139,34 @@ static void text_destroy(void *fe)
 static void *text_create(const D2vConfig *cfg, const void *mcfg, ParamStore *ps, D2vError *err)
 {
     const TextConfig *c = mcfg;
-    Tokenizer *tok;
-    if (load_tokenizer(c, &tok, err) < 0)
+    Tokenizer *tok = NULL;
+    /* Without a tokenizer on disk the front-end can still be built from
+     * data.vocab_size alone (what `d2v bench` needs: the shapes, not the
+     * text); reading data always loads the tokenizer (text_open). */
+    const int synthetic = c->data.vocab_size > 0 && (!c->data.tokenizer[0] || access(c->data.tokenizer, F_OK) != 0);
+    if (synthetic) {
+        TokenMaskSpec spec = mask_spec_of(c);
+        const char *problem = token_mask_spec_problem(&spec);
+        if (problem) {
+            d2v_fail(err, "mask.random_prob = %g, mask.keep_prob = %g: %s", c->mask.random_prob, c->mask.keep_prob,
+                     problem);
+            return NULL;
+        }
+    } else if (load_tokenizer(c, &tok, err) < 0) {
         return NULL;
+    }
     TextFrontend *f = d2v_calloc(1, sizeof *f, err);
     if (!f) {
         tokenizer_free(tok);
         return NULL;
     }
     f->D = (int)cfg->model.dim;
-    f->V = tokenizer_vocab_size(tok);
+    /* The synthetic vocabulary: <s> <pad> </s> <unk> first, as d2v's
+     * tokenizer and fairseq's dictionary have them, <mask> last. */
+    f->V = tok ? tokenizer_vocab_size(tok) : (int)c->data.vocab_size;
     f->S = (int)c->data.seq_len;
     f->eps = (real)cfg->model.layer_norm_eps;
-    f->specials = tokenizer_specials(tok);
+    f->specials = tok ? tokenizer_specials(tok) : (TokSpecials){0, 1, 2, 3, f->V - 1};
     f->mask_spec = mask_spec_of(c);
     f->embed_norm = strcmp(c->frontend.embed_norm, "on") == 0 ||
                     (strcmp(c->frontend.embed_norm, "auto") == 0 && strcmp(cfg->model.layout, "pre_ln") == 0);
@@ -159,7 +175,7 @@ static void *text_create(const D2vConfig *cfg, const void *mcfg, ParamStore *ps,
     if (!f->special || !f->random_ids)
         goto fail;
     for (int v = 0; v < f->V; v++) {
-        f->special[v] = (uint8_t)tokenizer_is_special(tok, v);
+        f->special[v] = (uint8_t)(tok ? tokenizer_is_special(tok, v) : v < 4 || v == f->specials.mask);
         if (!f->special[v])
             f->random_ids[f->n_random++] = v;
     }
@@ -429,6 +445,32 @@ static int text_load_batch(const void *mcfg, void *dataset, const int *items, in
     return 0;
 }
 
+/* Full rows of seq_len: <s> then random ordinary tokens, no padding. */
+static void text_synthetic_batch(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch)
+{
+    const TextFrontend *f = fe;
+    (void)mcfg;
+    const int S = f->S;
+    for (int b = 0; b < B; b++) {
+        int32_t *row = batch->tokens + (size_t)b * S;
+        row[0] = f->specials.bos;
+        for (int t = 1; t < S; t++)
+            row[t] = f->random_ids[rng_below(rng, (uint32_t)f->n_random)];
+        batch->lengths[b] = S;
+        batch->labels[b] = batch->items[b] = -1;
+    }
+    batch->B = B;
+    batch->T = S;
+}
+
+/* Embedding lookups and their scatter-add backward are not GEMMs. */
+static void text_flops(const void *fe, int B, double *forward, double *backward)
+{
+    (void)fe;
+    (void)B;
+    *forward = *backward = 0;
+}
+
 const Modality text_modality = {
     .name = "text",
     .keys = text_keys,
@@ -447,6 +489,8 @@ const Modality text_modality = {
     .batch_alloc = text_batch_alloc,
     .batch_free = text_batch_free,
     .load_batch = text_load_batch,
+    .synthetic_batch = text_synthetic_batch,
+    .flops = text_flops,
     .forward = text_forward,
     .backward = text_backward,
 };
