@@ -490,7 +490,9 @@ static void speech_flops(const void *fe, int B, double *forward, double *backwar
     const double M = (double)B * conv_encoder_frames(&plan);
     const double proj = 2 * M * f->C * f->D;
     const double pos = f->pos_shape.depth * 2 * M * f->D * ((double)f->D / f->pos_shape.groups) * f->pos_shape.kernel;
-    *forward += proj + pos;
+    /* The positional convs run forward twice: on the teacher's unmasked and
+     * the student's masked input. */
+    *forward += proj + 2 * pos;
     *backward += 2 * (proj + pos);
 }
 
