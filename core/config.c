@@ -940,6 +940,8 @@ static const ConfigKey core_keys[] = {
         "stop if the front-end output's variance falls below this; 0 turns it off"),
     KEY(train, var_check_after, CK_INT, "1000", 0, MANY, NULL,
         "updates before the variance floors are checked"),
+    KEY(train, on_nonfinite, CK_CHOICE, "stop", 0, 0, "stop|skip",
+        "a NaN/inf loss or gradient stops the run, or its update is skipped and counted"),
 
     KEY(data, on_error, CK_CHOICE, "skip", 0, 0, "skip|fail",
         "an unreadable example is skipped with a warning, or stops the run"),
