@@ -9,4 +9,7 @@ apt-get install -y -qq --no-install-recommends \
   libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
   libutf8proc-dev libinih-dev libjansson-dev \
   python3-torch python3-numpy python3-pil python3-regex \
-  dataset-fashion-mnist espeak-ng sox >/dev/null
+  dataset-fashion-mnist espeak-ng sox \
+  clang libclang-rt-dev libomp-dev >/dev/null
+# clang, its runtime (libFuzzer, sanitizers) and its OpenMP: the fuzz build
+# (tests/fuzz/run_all.sh, meson -Dfuzz=true) that CI runs.
