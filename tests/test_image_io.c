@@ -766,6 +766,12 @@ static void test_broken_files(void)
     mkdir(path, 0755);
     expect_decode_error(path, "directory", "directory named .jpg");
 
+    /* A FIFO (a manifest can list one) is refused, not waited on forever:
+     * opening it for reading would block until a writer came. */
+    path_in_dir(path, sizeof path, "a_fifo.jpg");
+    CHECK(mkfifo(path, 0644) == 0, "mkfifo %s", path);
+    expect_decode_error(path, "not a regular file", "FIFO named .jpg");
+
     D2vError err = {{0}};
     Image8 img;
     CHECK(image_decode_jpeg_mem((const uint8_t *)"", 0, "blob", 0, 0, &img, &err) != 0 &&
