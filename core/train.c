@@ -296,6 +296,15 @@ static int prepare_run_dir(const TrainOptions *opt, char *last_path, size_t len,
     if (path_in(last_path, len, opt->run_dir, "last.safetensors", err) < 0)
         return -1;
     int has_last = access(last_path, F_OK) == 0;
+    char target[4096];
+    ssize_t target_len = readlink(last_path, target, sizeof target - 1);
+    if (!has_last && target_len > 0) {
+        /* Only a hand-edited directory gets here: d2v never deletes the
+         * file `last` points at. */
+        target[target_len] = 0;
+        return d2v_fail(err, "%s points to %s, which does not exist; point it at an existing checkpoint-N.safetensors "
+                        "(ln -sf) to resume from there", last_path, target);
+    }
     if (opt->resume && !has_last)
         return d2v_fail(err, "--resume: %s has no checkpoint to resume from (no last.safetensors)", opt->run_dir);
     if (!opt->resume && has_last)
@@ -497,10 +506,24 @@ int train_run(const TrainOptions *opt, D2vError *err)
         goto out;
     int64_t step = 0;
     if (opt->resume) {
+        /* Load the file `last` names, so every message names it too. */
+        char target[4096], resume_path[8200];
+        ssize_t n = readlink(last_path, target, sizeof target - 1);
+        if (n > 0 && target[0] != '/') {
+            target[n] = 0;
+            snprintf(resume_path, sizeof resume_path, "%s/%s", opt->run_dir, target);
+        } else {
+            snprintf(resume_path, sizeof resume_path, "%s", last_path);
+        }
         TrainState state;
-        if (checkpoint_load(last_path, &m.ps, &state, err) < 0)
+        if (checkpoint_load(resume_path, &m.ps, &state, err) < 0)
             goto out;
         step = last_saved = state.step;
+        if (opt->notice) {
+            char msg[8300];
+            snprintf(msg, sizeof msg, "resuming from %s (step %lld)", resume_path, (long long)step);
+            opt->notice(opt->ctx, msg);
+        }
     }
     char log_path[4096];
     if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0 ||

@@ -366,6 +366,45 @@ static void test_lock(void)
     CHECK(train("locked", 1, more, 1, NULL, &err) == 0, "after the other process is gone it resumes: %s", err.msg);
 }
 
+/* --resume from a run directory someone damaged: each refusal names what
+ * is wrong, and nothing is trained or overwritten. */
+static void test_bad_resume(void)
+{
+    D2vError err = {""};
+    const char *sets[] = {"train.steps=2", "train.save_every=1"};
+    CHECK(train("damaged", 0, sets, 2, NULL, &err) == 0, "first run: %s", err.msg);
+    const char *more[] = {"train.steps=4", "train.save_every=1"};
+
+    /* A truncated checkpoint (copied by hand, a broken disk). */
+    char path[700];
+    path_in_dir(path, sizeof path, "damaged/checkpoint-00000002.safetensors");
+    CHECK(truncate(path, 4000) == 0, "truncate");
+    int rc = train("damaged", 1, more, 2, NULL, &err);
+    CHECK(rc == -1 && contains(err.msg, "checkpoint-00000002.safetensors") && contains(err.msg, "past the end"),
+          "a truncated checkpoint is refused, naming it: %s", err.msg);
+
+    /* last.safetensors pointing at a file that is gone. */
+    unlink(path);
+    rc = train("damaged", 1, more, 2, NULL, &err);
+    CHECK(rc == -1 && contains(err.msg, "points to checkpoint-00000002.safetensors, which does not exist"),
+          "a dangling last is explained: %s", err.msg);
+    /* ... and starting afresh there is refused too (it is still a run). */
+    rc = train("damaged", 0, more, 2, NULL, &err);
+    CHECK(rc == -1 && contains(err.msg, "which does not exist"), "fresh start over a dangling last: %s", err.msg);
+
+    /* A checkpoint of another model (dim 48 instead of 32). */
+    char link[700];
+    path_in_dir(link, sizeof link, "damaged/last.safetensors");
+    unlink(link);
+    CHECK(symlink("checkpoint-00000001.safetensors", link) == 0, "symlink");
+    const char *other[] = {"train.steps=4", "model.dim=48", "model.ffn_dim=96"};
+    rc = train("damaged", 1, other, 3, NULL, &err);
+    CHECK(rc == -1 && contains(err.msg, "checkpoint-00000001.safetensors") && contains(err.msg, "the model expects"),
+          "another model's checkpoint is refused: %s", err.msg);
+    CHECK(exists("damaged/checkpoint-00000001.safetensors") && !exists("damaged/checkpoint-00000002.safetensors"),
+          "nothing was written by the refused runs");
+}
+
 int main(void)
 {
     if (tmp_dir_create("train") < 0)
@@ -391,6 +430,7 @@ int main(void)
     test_stop_request();
     test_run_dir_hygiene();
     test_lock();
+    test_bad_resume();
     remove_tree(tmp_dir);
     return check_summary();
 }
