@@ -494,6 +494,22 @@ static void test_errors(void)
     CHECK(audio_info(path, NULL, NULL, NULL, &err) == -1 && names_path(&err, path) && strstr(err.msg, "directory"),
           "directory: %s", err.msg);
 
+    /* Mislabeled: a JPEG (its first bytes) named .wav. */
+    path_in_dir(path, sizeof path, "picture.wav");
+    static const uint8_t jpeg_start[] = {0xFF, 0xD8, 0xFF, 0xE0, 0, 16, 'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0};
+    CHECK(write_file(path, jpeg_start, sizeof jpeg_start) == 0, "write");
+    CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && names_path(&err, path) &&
+              strstr(err.msg, "cannot open audio"), "JPEG named .wav: %s", err.msg);
+
+    /* Unreadable (root reads everything, so only checked for other users). */
+    if (geteuid() != 0) {
+        path_in_dir(path, sizeof path, "locked.wav");
+        CHECK(write_file(path, "x", 1) == 0 && chmod(path, 0) == 0, "write");
+        CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && strstr(err.msg, "Permission denied"),
+              "unreadable: %s", err.msg);
+        chmod(path, 0644);
+    }
+
     /* Zero frames. */
     path_in_dir(path, sizeof path, "empty.wav");
     CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, 0, sine_440) == 0, "write empty");
