@@ -405,6 +405,19 @@ static void test_bad_resume(void)
           "nothing was written by the refused runs");
 }
 
+/* The collapse guard (DESIGN §3.7): a variance below its floor stops the
+ * run, naming the variance, the step and what usually helps. A floor no
+ * real run reaches makes it fire at once. */
+static void test_collapse_guard(void)
+{
+    D2vError err = {""};
+    const char *sets[] = {"train.steps=5", "train.var_check_after=2", "train.min_pred_var=1000"};
+    int rc = train("collapse", 0, sets, 3, NULL, &err);
+    CHECK(rc == -1 && contains(err.msg, "step 2: representation collapse: pred_var") &&
+              contains(err.msg, "below its floor 1000") && contains(err.msg, "last checkpoint: none yet") &&
+              contains(err.msg, "ema.anneal_steps"), "collapse: %s", err.msg);
+}
+
 int main(void)
 {
     if (tmp_dir_create("train") < 0)
@@ -431,6 +444,7 @@ int main(void)
     test_run_dir_hygiene();
     test_lock();
     test_bad_resume();
+    test_collapse_guard();
     remove_tree(tmp_dir);
     return check_summary();
 }
