@@ -430,6 +430,16 @@ static void test_gelu_precision(void)
     CHECK(worst_y < 4e-7, "gelu forward: worst error %.3g x (1 + |x|)", worst_y);
     CHECK(worst_dy < 1e-6, "gelu backward: worst error %.3g", worst_dy);
     printf("gelu vs libm erf/exp in double: forward %.2g (1 + |x|), backward %.2g\n", worst_y, worst_dy);
+    /* A NaN activation (a diverged step the training loop is about to
+     * refuse) must come out NaN, not be undefined behaviour in the exp's
+     * exponent arithmetic (the sanitizer build checks that part). */
+    const float odd[4] = {NAN, -NAN, INFINITY, -INFINITY};
+    float odd_y[4], odd_dy[4];
+    gelu_forward(odd_y, odd, 4);
+    gelu_backward(odd_dy, ones, odd, 4);
+    CHECK(isnan(odd_y[0]) && isnan(odd_y[1]) && isnan(odd_dy[0]) && isnan(odd_dy[1]),
+          "gelu of NaN: %g %g, gradient %g %g", odd_y[0], odd_y[1], odd_dy[0], odd_dy[1]);
+    CHECK(odd_y[2] == INFINITY, "gelu(inf) = %g", odd_y[2]);
     free(x);
     free(y);
     free(ones);

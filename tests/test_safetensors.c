@@ -503,6 +503,10 @@ static void test_not_a_file(void)
           "a missing file is rejected [%s]", err.msg);
     CHECK(st_read("/dev/null", &f, &err) != 0 && strstr(err.msg, "character device"),
           "/dev/null is rejected as a device [%s]", err.msg);
+    /* A FIFO with no writer: refused at once, not waited on. */
+    path_in_dir(path, sizeof path, "pipe.safetensors");
+    CHECK(mkfifo(path, 0644) == 0, "mkfifo");
+    CHECK(st_read(path, &f, &err) != 0 && strstr(err.msg, "is a pipe"), "a FIFO is rejected [%s]", err.msg);
 }
 
 int main(void)
