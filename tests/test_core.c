@@ -446,8 +446,22 @@ static void test_gelu_precision(void)
     free(dy);
 }
 
+/* Errors are printed as one line by cli/, so a message quoting bad input (a
+ * JSON parser's "near '...'" can hold a newline) must still be one line. */
+static void test_error_one_line(void)
+{
+    D2vError err;
+    d2v_fail(&err, "x.json:3:1: invalid escape near '%s'", "\"\\\n\t\r");
+    CHECK(strcspn(err.msg, "\n\r\t") == strlen(err.msg), "control bytes kept in an error: %s", err.msg);
+    CHECK(strstr(err.msg, "near") != NULL, "error text lost: %s", err.msg);
+    d2v_fail(&err, "bad\nvalue");
+    d2v_fail_prefix(&err, "f\x01ile: ");
+    CHECK(strcmp(err.msg, "f?ile: bad?value") == 0, "prefixed error: %s", err.msg);
+}
+
 int main(void)
 {
+    test_error_one_line();
     test_gelu_precision();
     test_targets();
     test_ema();
