@@ -120,9 +120,14 @@ static int parse_checkpoint_name(const char *name, int64_t *step)
     return 1;
 }
 
-/* A temporary file of an atomic write: NAME.tmp.<pid>. */
+/* A temporary file of one of our atomic writes: NAME.tmp.<pid> for a
+ * checkpoint, last.safetensors or config.ini (nothing else a user might
+ * keep in the directory). */
 static int is_temp_name(const char *name)
 {
+    if (strncmp(name, "checkpoint-", 11) != 0 && strncmp(name, "last.safetensors.tmp.", 21) != 0 &&
+        strncmp(name, "config.ini.tmp.", 15) != 0)
+        return 0;
     const char *t = strstr(name, ".tmp.");
     if (!t || !t[5])
         return 0;

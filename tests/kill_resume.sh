@@ -1,8 +1,8 @@
 #!/bin/sh
 # SIGKILL at random moments, many times, each time resuming (issue 7): a
 # short image_micro run saving every step is killed D2V_KILLS times (default
-# 20), half of them at a random time, half the moment a checkpoint's
-# temporary file appears (mid-write). After every kill:
+# 20): at random times from launch or from the process's first step, and the
+# moment a checkpoint's temporary file appears (mid-write). After every kill:
 #   - last.safetensors, if there is one, names a complete checkpoint (never a
 #     temporary file) that `d2v inspect` reads, and so does every
 #     checkpoint-N.safetensors in the directory;
@@ -21,7 +21,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 kills=${D2V_KILLS:-20}
 seed=${D2V_KILL_SEED:-$(date +%s)}
-steps=60
+steps=100
 rm -rf "$work"
 mkdir -p "$work"
 /usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 1 >/dev/null
@@ -52,10 +52,24 @@ for delay in $delays; do
   "$d2v" pretrain "$config" --data "$work/data/train" --run "$run" $common --set train.save_every=1 \
     --set train.keep_last=2 $resume 2> "$work/kill$i.err" &
   pid=$!
-  if [ $((i % 2)) -eq 0 ]; then
-    # Mid-write: some way into the run, then as soon as this process's next
-    # checkpoint temporary file exists (polling for at most ~2 s).
-    sleep "$(echo "$delay" | awk '{print $1 / 2}')"
+  # Three kinds of kill, in turn: at a random time from launch (often
+  # during start-up: the lock, temp cleanup, log repair); at a random time
+  # after this process's first step; and mid-write, as soon as its next
+  # checkpoint's temporary file exists after that. Timing from the first
+  # step keeps runs progressing when start-up is slow (sanitizer builds).
+  if [ $((i % 3)) -ne 1 ]; then
+    polls=0
+    while [ $polls -lt 3000 ] && ! grep -q '^step ' "$work/kill$i.err" 2>/dev/null \
+          && kill -0 "$pid" 2>/dev/null; do
+      polls=$((polls + 1))
+      sleep 0.01
+    done
+  fi
+  if [ $((i % 3)) -ne 1 ]; then
+    delay=$(echo "$delay" | awk '{print $1 / 2}')
+  fi
+  if [ $((i % 3)) -eq 0 ]; then
+    sleep "$delay"
     polls=0
     while [ $polls -lt 300 ] && ! ls "$run" 2>/dev/null | grep -q "^checkpoint-.*\.tmp\.$pid\$"; do
       polls=$((polls + 1))

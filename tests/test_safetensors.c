@@ -386,6 +386,7 @@ static const BadFile bad_files[] = {
     {"gap_at_start", "{" T("a", "F32", "[1]", 4, 8) "}", 0, 0, 8, "gap of 4 unused bytes before the first tensor 'a'"},
     {"trailing_bytes", "{" T("a", "F32", "[1]", 0, 4) "}", 0, 0, 7, "3 trailing bytes after the last tensor 'a'"},
     {"trailing_no_tensors", "{}", 0, 0, 2, "2 trailing bytes after the header, which lists no tensors"},
+    {"empty_name", "{" T("", "U8", "[1]", 0, 1) "}", 0, 0, 1, "a tensor has an empty name"},
     {"duplicate_name", "{" T("a", "U8", "[1]", 0, 1) "," T("a", "U8", "[1]", 1, 2) "}", 0, 0, 2,
      "header repeats a key; tensor names and keys must be unique"},
     {"metadata_not_object", "{\"__metadata__\":[\"x\"]}", 0, 0, 0, "__metadata__ is an array, expected an object"},

@@ -323,6 +323,8 @@ static void test_run_dir_hygiene(void)
     CHECK(symlink("checkpoint-00000003.safetensors", path) == 0, "symlink");
     path_in_dir(path, sizeof path, "hygiene/checkpoint-00000001.safetensors.tmp");
     write_file(path, "not ours: no pid", 16);
+    path_in_dir(path, sizeof path, "hygiene/notes.tmp.1");
+    write_file(path, "a user's file", 13);
     path_in_dir(path, sizeof path, "hygiene/log.jsonl");
     FILE *f = fopen(path, "a");
     fputs("{\"step\":3,\"lo", f);
@@ -332,7 +334,8 @@ static void test_run_dir_hygiene(void)
     CHECK(train("hygiene", 1, more, 3, NULL, &err) == 0, "resume: %s", err.msg);
     CHECK(!exists("hygiene/checkpoint-00000003.safetensors.tmp.99999") &&
           !exists("hygiene/last.safetensors.tmp.99998"), "temporary files of a killed writer are removed");
-    CHECK(exists("hygiene/checkpoint-00000001.safetensors.tmp"), "only NAME.tmp.<digits> files are removed");
+    CHECK(exists("hygiene/checkpoint-00000001.safetensors.tmp") && exists("hygiene/notes.tmp.1"),
+          "only our own NAME.tmp.<digits> files are removed");
     CHECK(contains(notices, "removed 2 temporary files"), "the removal is reported: %s", notices);
     /* keep_last counts the first process's checkpoints too. */
     CHECK(!exists("hygiene/checkpoint-00000001.safetensors") && !exists("hygiene/checkpoint-00000002.safetensors") &&
