@@ -1776,14 +1776,8 @@ static int load_json(const char *path, json_t **out, D2vError *err)
         return -1;
     json_error_t e;
     *out = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-    if (!*out) {
-        /* jansson quotes the text near the error, which may hold a newline
-         * from the file (found by fuzz_tokenizer_load): keep one line. */
-        for (char *c = e.text; *c; c++)
-            if ((unsigned char)*c < 0x20 || *c == 0x7f)
-                *c = '?';
+    if (!*out) /* jansson's text may quote a newline; d2v_fail keeps one line */
         return d2v_fail(err, "%s:%d:%d: %s", path, e.line, e.column, e.text);
-    }
     return 0;
 }
 
