@@ -5,6 +5,8 @@
 # Environment:
 #   D2V_FUZZ_SECONDS  seconds per target (default 30)
 #   D2V_FUZZ_BUILD    build directory (default build-fuzz)
+#   D2V_FUZZ_SEED     libFuzzer's seed (default 1, so a CI run is repeatable;
+#                     set another to explore elsewhere)
 # The repository's corpus (tests/fuzz/corpus/<target>/) is only read; inputs
 # the fuzzer finds go to BUILD/fuzz-corpus/<target>/, crashes to
 # BUILD/fuzz-crashes/. A crash, leak, timeout (10 s per input) or memory
@@ -14,6 +16,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 seconds=${D2V_FUZZ_SECONDS:-30}
+seed=${D2V_FUZZ_SEED:-1}
 build=${D2V_FUZZ_BUILD:-build-fuzz}
 all="safetensors config tokenizer tokenizer_load jpeg audio"
 targets=${*:-$all}
@@ -40,7 +43,7 @@ for t in $targets; do
   log="$build/fuzz-$t.log"
   status=0
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-    "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$build/fuzz-crashes/$t-" "$build/fuzz-corpus/$t" "tests/fuzz/corpus/$t" > "$log" 2>&1 \
     || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
