@@ -11,6 +11,9 @@ int cmd_eval(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 
+/* argv[0] as the user typed it, for commands printed back to them. */
+extern const char *program_path;
+
 /* True when argv holds -h or --help. */
 int wants_help(int argc, char **argv);
 

@@ -147,12 +147,13 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
         StepResult r;
         StepTimes tm;
         const double t0 = now_seconds();
-        train_step(&m, cfg, &adamw, &sched, &batch, step, &r, &tm);
-        const double seconds = now_seconds() - t0;
-        if (!isfinite(r.loss)) {
-            d2v_fail(err, "step %d: the loss is %g", step + 1, r.loss);
+        train_forward_backward(&m, cfg, &batch, step, &r, &tm);
+        if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
+            d2v_fail(err, "step %d: the loss is %g and the gradient norm %g", step + 1, r.loss, r.grad_norm);
             goto out;
         }
+        train_update(&m, cfg, &adamw, &sched, step, &r, &tm);
+        const double seconds = now_seconds() - t0;
         const int i = step - args->warmup;
         if (i < 0)
             continue;

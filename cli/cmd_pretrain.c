@@ -10,12 +10,60 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t stop_requested; /* the signal number, 0 if none */
 
+/* SIGINT/SIGTERM: finish the step, save, exit. The handler is installed
+ * with SA_RESETHAND, so a second Ctrl-C kills the process at once (nothing
+ * is lost but the steps since the last checkpoint: writes are atomic). */
 static void on_signal(int sig)
 {
-    (void)sig;
-    stop_requested = 1;
+    static const char msg[] = "\nd2v pretrain: stopping after this step and saving a checkpoint "
+                              "(signal again to quit at once without saving)\n";
+    if (!stop_requested) {
+        stop_requested = sig;
+        ssize_t ignored = write(STDERR_FILENO, msg, sizeof msg - 1); /* async-signal-safe */
+        (void)ignored;
+    }
+}
+
+/* One argument quoted for a POSIX shell, so the printed resume command can
+ * be pasted as is: 'it'\''s' for a value holding a quote. */
+static void print_shell_word(FILE *out, const char *word)
+{
+    int plain = *word != 0;
+    for (const char *c = word; *c && plain; c++)
+        plain = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-+=./,:@%", *c) != NULL;
+    if (plain) {
+        fputs(word, out);
+        return;
+    }
+    fputc('\'', out);
+    for (const char *c = word; *c; c++)
+        if (*c == '\'')
+            fputs("'\\''", out);
+        else
+            fputc(*c, out);
+    fputc('\'', out);
+}
+
+/* The command that continues this run: the same program, config, data,
+ * run directory and --set overrides, plus --resume. */
+static void print_resume_command(FILE *out, const char *config, const char *data, const char *run, int n_sets,
+                                 char *const *sets)
+{
+    fputs("  ", out);
+    print_shell_word(out, program_path);
+    fputs(" pretrain ", out);
+    print_shell_word(out, config);
+    fputs(" --data ", out);
+    print_shell_word(out, data);
+    fputs(" --run ", out);
+    print_shell_word(out, run);
+    for (int i = 0; i < n_sets; i++) {
+        fputs(" --set ", out);
+        print_shell_word(out, sets[i]);
+    }
+    fputs(" --resume\n", out);
 }
 
 /* A bad file is met again every epoch; its warning is printed the first
@@ -68,6 +116,12 @@ static void print_warning(void *ctx, const char *msg)
         fprintf(stderr, "%sd2v pretrain: warning: %s (skipped)\n", p->tty ? "\n" : "", msg);
 }
 
+static void print_notice(void *ctx, const char *msg)
+{
+    Progress *p = ctx;
+    fprintf(stderr, "%sd2v pretrain: %s\n", p->tty ? "\n" : "", msg);
+}
+
 static void print_checkpoint(void *ctx, const char *path)
 {
     Progress *p = ctx;
@@ -85,7 +139,11 @@ static void usage(FILE *out)
             "of *.txt files). Writes into RUNDIR: config.ini (the\n"
             "resolved config), log.jsonl (one JSON object per logged step), and checkpoints\n"
             "checkpoint-NNNNNNNN.safetensors every train.save_every steps and at the end, with\n"
-            "last.safetensors pointing at the newest. Ctrl-C finishes the step, saves, and exits.\n"
+            "last.safetensors pointing at the newest (pretrain.lock keeps a second process out).\n"
+            "Ctrl-C or SIGTERM finishes the step, saves a checkpoint, prints the command that\n"
+            "resumes the run, and exits with status 128 + the signal number (130, 143); a second\n"
+            "signal quits at once. A failed write (a full disk) stops with the file named and\n"
+            "the previous checkpoint intact.\n"
             "\n"
             "  --resume            continue the run in RUNDIR from last.safetensors\n"
             "  --set k=v           override a config key, e.g. --set train.steps=200\n");
@@ -131,25 +189,40 @@ int cmd_pretrain(int argc, char **argv)
         setup_free(&s);
         return fail("pretrain", &err);
     }
-    free(sets);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    /* SA_RESTART: a system call the signal lands in (a read in the data
+     * loader) resumes instead of failing with EINTR and being mistaken for
+     * a bad file. */
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A file-size limit (ulimit -f) would otherwise kill the process mid-
+     * write; ignored, the write fails with EFBIG and is reported like a
+     * full disk, leaving the previous checkpoint in place. */
+    signal(SIGXFSZ, SIG_IGN);
 
     Progress progress = {.tty = isatty(STDERR_FILENO), .run_dir = run};
-    TrainOptions opt = {&s.cfg, s.text, s.mod, s.mcfg, data, run, resume, &stop_requested,
-                        print_log, print_checkpoint, print_warning, &progress};
+    TrainOptions opt = {.cfg = &s.cfg, .config_text = s.text, .mod = s.mod, .mcfg = s.mcfg, .data_path = data,
+                        .run_dir = run, .resume = resume, .stop_requested = &stop_requested, .on_log = print_log,
+                        .on_checkpoint = print_checkpoint, .warn = print_warning, .notice = print_notice,
+                        .ctx = &progress};
     int rc = train_run(&opt, &err);
     setup_free(&s);
-    if (rc < 0)
+    if (rc < 0) {
+        free(sets);
         return fail("pretrain", &err);
-    if (stop_requested) {
-        fprintf(stderr, "d2v pretrain: stopped on request; checkpoint saved. Continue with:\n"
-                        "  d2v pretrain %s --data %s --run %s --resume\n", config, data, run);
-        return 130;
     }
+    if (rc == 1) {
+        fprintf(stderr, "%sd2v pretrain: stopped by %s; checkpoint saved. Continue with:\n", progress.tty ? "\n" : "",
+                stop_requested == SIGTERM ? "SIGTERM" : "SIGINT");
+        print_resume_command(stderr, config, data, run, n_sets, sets);
+        free(sets);
+        return 128 + stop_requested;
+    }
+    free(sets);
     fprintf(stderr, "d2v pretrain: done; the model is %s/last.safetensors\n", run);
     return 0;
 }

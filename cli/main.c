@@ -32,6 +32,8 @@ static void usage(FILE *out)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
 }
 
+const char *program_path = "d2v";
+
 int wants_help(int argc, char **argv)
 {
     for (int i = 0; i < argc; i++)
@@ -42,6 +44,8 @@ int wants_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (argc > 0 && argv[0] && argv[0][0])
+        program_path = argv[0];
     if (argc < 2) {
         usage(stderr);
         return 2;

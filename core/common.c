@@ -5,6 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A message is one line even when it quotes the input that caused it (a JSON
+ * parser's "near '...'" may hold a newline): control bytes become '?'. */
+static void keep_one_line(char *msg)
+{
+    for (unsigned char *c = (unsigned char *)msg; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            *c = '?';
+}
+
 int d2v_fail(D2vError *err, const char *fmt, ...)
 {
     if (err) {
@@ -12,6 +21,7 @@ int d2v_fail(D2vError *err, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        keep_one_line(err->msg);
     }
     return -1;
 }
@@ -30,6 +40,7 @@ int d2v_fail_prefix(D2vError *err, const char *fmt, ...)
         memmove(err->msg + plen, err->msg, olen);
         memcpy(err->msg, prefix, plen);
         err->msg[plen + olen] = 0;
+        keep_one_line(err->msg);
     }
     return -1;
 }

@@ -96,6 +96,18 @@ static void quote_value(const char *value, char *out, size_t out_len)
     out[used] = '\0';
 }
 
+/* A name as typed when it is printable, else quoted with escapes (see
+ * quote_value), so a message quoting it stays on one line. */
+static void show_name(const char *name, char *out, size_t out_len)
+{
+    for (const char *c = name; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            quote_value(name, out, out_len);
+            return;
+        }
+    snprintf(out, out_len, "%s", name);
+}
+
 /* A growing text buffer for config_dump. Once an allocation fails it stays
  * failed, so the caller checks once at the end. */
 typedef struct {
@@ -737,13 +749,17 @@ int config_set(const ConfigTable *tables, int n_tables, const char *assignment, 
     if (!split_assignment(assignment, section, key, value, len)) {
         rc = d2v_fail(err, "--set: %s: expected the form section.key=value", quoted);
     } else if (!section_known(tables, n_tables, section)) {
-        char known[600];
+        /* Unlike a file's lines, an argument can hold a newline: the names
+         * are quoted with escapes so the message stays one line. */
+        char known[600], shown_section[QUOTED_LEN];
         list_names(tables, n_tables, NULL, known, sizeof known);
-        rc = d2v_fail(err, "--set: unknown section [%s] (known sections: %s)", section, known);
+        show_name(section, shown_section, sizeof shown_section);
+        rc = d2v_fail(err, "--set: unknown section [%s] (known sections: %s)", shown_section, known);
     } else if (!find_key(tables, n_tables, section, key, &ref)) {
-        char known[600];
+        char known[600], shown_key[QUOTED_LEN];
         list_names(tables, n_tables, section, known, sizeof known);
-        rc = d2v_fail(err, "--set: unknown key [%s] %s (known keys in [%s]: %s)", section, key,
+        show_name(key, shown_key, sizeof shown_key);
+        rc = d2v_fail(err, "--set: unknown key [%s] %s (known keys in [%s]: %s)", section, shown_key,
                       section, known);
     } else if (set_value(ref.key, ref.base, value, err)) {
         rc = d2v_fail_prefix(err, "--set: ");
@@ -940,6 +956,8 @@ static const ConfigKey core_keys[] = {
         "stop if the front-end output's variance falls below this; 0 turns it off"),
     KEY(train, var_check_after, CK_INT, "1000", 0, MANY, NULL,
         "updates before the variance floors are checked"),
+    KEY(train, on_nonfinite, CK_CHOICE, "stop", 0, 0, "stop|skip",
+        "a NaN/inf loss or gradient stops the run, or its update is skipped and counted"),
 
     KEY(data, on_error, CK_CHOICE, "skip", 0, 0, "skip|fail",
         "an unreadable example is skipped with a warning, or stops the run"),

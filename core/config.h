@@ -96,6 +96,7 @@ typedef struct {
         int64_t steps, batch_size, seed, threads, log_every, save_every, keep_last;
         double min_target_var, min_pred_var, min_frontend_var;
         int64_t var_check_after;
+        char on_nonfinite[CONFIG_STR_LEN]; /* stop | skip */
     } train;
     struct {
         char on_error[CONFIG_STR_LEN]; /* skip | fail */

@@ -194,7 +194,11 @@ static inline real gelu_erf(real x) { return erf(x); }
  * polynomial (relative error < 2e-7), 2^n put into the exponent bits. */
 static inline float gelu_exp(float x)
 {
-    x = x < -87.0f ? -87.0f : x > 88.0f ? 88.0f : x;
+    /* Written so a NaN fails the first test and is clamped too: converting
+     * a NaN n to int32_t below is undefined behaviour (UBSan: a negative
+     * left shift). GELU's result stays NaN through its factor x. */
+    x = x >= -87.0f ? x : -87.0f;
+    x = x <= 88.0f ? x : 88.0f;
     /* Adding 1.5 * 2^23 rounds to an integer in plain arithmetic, which
      * vectorises where floorf would not. */
     const float shifter = 12582912.0f;

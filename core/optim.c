@@ -30,20 +30,30 @@ void adamw_step(ParamStore *ps, const AdamW *opt, double lr, int64_t t)
     }
 }
 
-double clip_grad_norm(ParamStore *ps, double max_norm)
+double grad_global_norm(const ParamStore *ps)
 {
     /* Summed in double in a fixed order: the norm (and whether we clip) must
      * not depend on the thread count. */
     double sq = 0;
     for (size_t i = 0; i < ps->numel; i++)
         sq += (double)ps->grad[i] * (double)ps->grad[i];
-    const double norm = sqrt(sq);
+    return sqrt(sq);
+}
+
+void clip_grad_to(ParamStore *ps, double norm, double max_norm)
+{
     if (max_norm > 0 && norm > max_norm) {
         const real scale = (real)(max_norm / (norm + 1e-6));
 #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < ps->numel; i++)
             ps->grad[i] *= scale;
     }
+}
+
+double clip_grad_norm(ParamStore *ps, double max_norm)
+{
+    const double norm = grad_global_norm(ps);
+    clip_grad_to(ps, norm, max_norm);
     return norm;
 }
 

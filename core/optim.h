@@ -24,6 +24,10 @@ void adamw_step(ParamStore *ps, const AdamW *opt, double lr, int64_t t);
  * scales the gradient by max_norm / (norm + 1e-6) (torch's clip_grad_norm_).
  * Returns the norm before clipping. */
 double clip_grad_norm(ParamStore *ps, double max_norm);
+/* The two halves of clip_grad_norm, for a caller that must look at the norm
+ * (is it finite?) before anything is scaled. */
+double grad_global_norm(const ParamStore *ps);
+void clip_grad_to(ParamStore *ps, double norm, double max_norm);
 
 typedef enum { SCHEDULE_COSINE, SCHEDULE_TRI_STAGE, SCHEDULE_CONSTANT } ScheduleKind;
 

@@ -130,3 +130,22 @@ void params_zero_grad(ParamStore *ps)
 {
     memset(ps->grad, 0, ps->numel * sizeof(real));
 }
+
+int params_first_nonfinite(const ParamStore *ps, const real *buffer, int *n_bad)
+{
+    int first = -1, bad = 0;
+    for (int i = 0; i < ps->count; i++) {
+        const Param *p = &ps->params[i];
+        const real *x = buffer + p->offset;
+        for (size_t j = 0; j < p->numel; j++)
+            if (!isfinite(x[j])) {
+                if (first < 0)
+                    first = i;
+                bad++;
+                break;
+            }
+    }
+    if (n_bad)
+        *n_bad = bad;
+    return first;
+}

@@ -72,4 +72,10 @@ struct Rng;
 void params_init(ParamStore *ps, struct Rng *rng);
 void params_zero_grad(ParamStore *ps);
 
+/* The first tensor (in registration order) with a NaN or infinity in
+ * `buffer` (ps->grad, ps->value, ... : any buffer laid out like value), or -1
+ * when all are finite; *n_bad (if not NULL) gets how many tensors have one.
+ * Names the culprit when the training loop meets a non-finite update. */
+int params_first_nonfinite(const ParamStore *ps, const real *buffer, int *n_bad);
+
 #endif

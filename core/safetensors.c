@@ -415,6 +415,13 @@ static int parse_header(const char *header, size_t header_len, uint64_t data_sta
     json_object_foreach(root, name, entry) {
         if (strcmp(name, "__metadata__") == 0)
             continue;
+        /* The writer refuses an empty name (no model has such a tensor), so
+         * the reader does too: what one accepts the other can write back
+         * (found by fuzz_safetensors). */
+        if (name[0] == '\0') {
+            rc = d2v_fail(err, "%s: a tensor has an empty name", what);
+            goto done;
+        }
         StTensor *t = &out->tensors[out->n_tensors];
         t->name = copy_string(name, err);
         if (!t->name) {

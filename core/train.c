@@ -4,12 +4,16 @@
 #include "ema.h"
 #include "loader.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,9 +42,22 @@ static int path_in(char *out, size_t len, const char *dir, const char *name, D2v
     return 0;
 }
 
+/* fsync of a directory, so a rename or unlink in it survives a power cut. */
+static int sync_dir(const char *dir, D2vError *err)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return d2v_fail(err, "cannot open directory %s: %s", dir, strerror(errno));
+    /* Some filesystems cannot fsync a directory (EINVAL); nothing to do then. */
+    int rc = fsync(fd) == 0 || errno == EINVAL ? 0 : d2v_fail(err, "fsync of directory %s: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 /* Points RUNDIR/last.safetensors at the newest checkpoint: a symlink made
  * under a temporary name and renamed over the old one, so `last` always
- * names a complete file. */
+ * names a complete file. The directory is synced before older checkpoints
+ * are deleted, so after a power cut `last` never names a deleted file. */
 static int update_last(const char *run_dir, const char *file_name, D2vError *err)
 {
     char link_path[4096], tmp[4200];
@@ -53,33 +70,143 @@ static int update_last(const char *run_dir, const char *file_name, D2vError *err
         unlink(tmp);
         return d2v_fail(err, "updating %s: %s", link_path, strerror(e));
     }
+    return sync_dir(run_dir, err);
+}
+
+static void checkpoint_name(char *out, size_t len, int64_t step)
+{
+    snprintf(out, len, "checkpoint-%08lld.safetensors", (long long)step);
+}
+
+/* The checkpoints of this run directory on disk, oldest first: the ones an
+ * earlier (interrupted) process wrote count toward train.keep_last too. */
+typedef struct {
+    int64_t *steps;
+    int n, cap;
+} KeptCheckpoints;
+
+static int kept_insert(KeptCheckpoints *k, int64_t step, D2vError *err)
+{
+    int at = 0;
+    while (at < k->n && k->steps[at] < step)
+        at++;
+    if (at < k->n && k->steps[at] == step)
+        return 0;
+    if (k->n == k->cap) {
+        int cap = k->cap ? 2 * k->cap : 16;
+        int64_t *grown = realloc(k->steps, (size_t)cap * sizeof *grown);
+        if (!grown)
+            return d2v_fail(err, "out of memory listing checkpoints");
+        k->steps = grown;
+        k->cap = cap;
+    }
+    memmove(k->steps + at + 1, k->steps + at, (size_t)(k->n - at) * sizeof *k->steps);
+    k->steps[at] = step;
+    k->n++;
     return 0;
 }
 
-static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step, int64_t *kept, int *n_kept,
-                           D2vError *err)
+/* Is `name` exactly checkpoint-<digits>.safetensors? (Not a .tmp.<pid> file
+ * left by a killed writer: those are never checkpoints.) */
+static int parse_checkpoint_name(const char *name, int64_t *step)
+{
+    long long value;
+    int consumed = 0;
+    if (strncmp(name, "checkpoint-", 11) != 0 || sscanf(name + 11, "%lld%n", &value, &consumed) != 1 ||
+        consumed < 1 || name[11] < '0' || name[11] > '9' || strcmp(name + 11 + consumed, ".safetensors") != 0)
+        return 0;
+    *step = value;
+    return 1;
+}
+
+/* A temporary file of one of our atomic writes: NAME.tmp.<pid> for a
+ * checkpoint, last.safetensors or config.ini (nothing else a user might
+ * keep in the directory). */
+static int is_temp_name(const char *name)
+{
+    if (strncmp(name, "checkpoint-", 11) != 0 && strncmp(name, "last.safetensors.tmp.", 21) != 0 &&
+        strncmp(name, "config.ini.tmp.", 15) != 0)
+        return 0;
+    const char *t = strstr(name, ".tmp.");
+    if (!t || !t[5])
+        return 0;
+    for (t += 5; *t; t++)
+        if (*t < '0' || *t > '9')
+            return 0;
+    return 1;
+}
+
+/* Lists the checkpoints already on disk and deletes the temporary files an
+ * interrupted writer left (a SIGKILL between create and rename). The run
+ * directory lock makes sure no live writer owns them. */
+static int scan_run_dir(const char *run_dir, KeptCheckpoints *kept, int *removed_temps, D2vError *err)
+{
+    DIR *d = opendir(run_dir);
+    if (!d)
+        return d2v_fail(err, "cannot list %s: %s", run_dir, strerror(errno));
+    int rc = 0;
+    *removed_temps = 0;
+    for (struct dirent *e; rc == 0 && (e = readdir(d));) {
+        int64_t step;
+        char path[4096];
+        if (parse_checkpoint_name(e->d_name, &step))
+            rc = kept_insert(kept, step, err);
+        else if (is_temp_name(e->d_name) && path_in(path, sizeof path, run_dir, e->d_name, NULL) == 0 &&
+                 unlink(path) == 0)
+            (*removed_temps)++;
+    }
+    closedir(d);
+    return rc;
+}
+
+/* "RUNDIR/checkpoint-00000010.safetensors (step 10)", or a sentence saying
+ * there is none: what every stopping message tells the user to go back to. */
+static void describe_checkpoint(char *out, size_t len, const char *run_dir, int64_t step)
+{
+    char name[64];
+    checkpoint_name(name, sizeof name, step);
+    if (step < 0)
+        snprintf(out, len, "none yet, this run has not saved a checkpoint");
+    else
+        snprintf(out, len, "%s/%s (step %lld)", run_dir, name, (long long)step);
+}
+
+static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step, KeptCheckpoints *kept,
+                           int64_t *last_saved, D2vError *err)
 {
     char name[64], path[4096];
-    snprintf(name, sizeof name, "checkpoint-%08lld.safetensors", (long long)step);
+    checkpoint_name(name, sizeof name, step);
     if (path_in(path, sizeof path, opt->run_dir, name, err) < 0)
         return -1;
     TrainState state = {step, {0}};
     rng_init(&state.rng, (uint64_t)opt->cfg->train.seed, 0);
     if (checkpoint_save(path, &m->ps, &state, opt->config_text, err) < 0 ||
-        update_last(opt->run_dir, name, err) < 0)
-        return -1;
+        update_last(opt->run_dir, name, err) < 0) {
+        /* A full disk ends here: the write went to a temporary file, so the
+         * previous checkpoint is untouched; say which one that is. */
+        char previous[4200];
+        describe_checkpoint(previous, sizeof previous, opt->run_dir, *last_saved);
+        char reason[D2V_ERR_LEN];
+        snprintf(reason, sizeof reason, "%s", err->msg);
+        return d2v_fail(err, "%s; stopping. The previous checkpoint is intact: %s", reason, previous);
+    }
+    *last_saved = step;
     if (opt->on_checkpoint)
         opt->on_checkpoint(opt->ctx, path);
-    /* Keep the newest train.keep_last files; `last` always points at one. */
-    if (*n_kept > 0 && kept[*n_kept - 1] == step)
-        return 0;
-    kept[(*n_kept)++] = step;
-    while (*n_kept > opt->cfg->train.keep_last) {
-        snprintf(name, sizeof name, "checkpoint-%08lld.safetensors", (long long)kept[0]);
+    /* Keep the newest train.keep_last files, never the one just written:
+     * `last` points at it. */
+    if (kept_insert(kept, step, err) < 0)
+        return -1;
+    for (int i = 0; kept->n > opt->cfg->train.keep_last && i < kept->n;) {
+        if (kept->steps[i] == step) {
+            i++;
+            continue;
+        }
+        checkpoint_name(name, sizeof name, kept->steps[i]);
         if (path_in(path, sizeof path, opt->run_dir, name, err) == 0)
             unlink(path);
-        memmove(kept, kept + 1, (size_t)(*n_kept - 1) * sizeof *kept);
-        (*n_kept)--;
+        memmove(kept->steps + i, kept->steps + i + 1, (size_t)(kept->n - i - 1) * sizeof *kept->steps);
+        kept->n--;
     }
     return 0;
 }
@@ -104,39 +231,171 @@ static int make_dirs(const char *path, D2vError *err)
     return 0;
 }
 
-static int prepare_run_dir(const TrainOptions *opt, char *last_path, size_t len, D2vError *err)
+/* One process per run directory: two writers would interleave checkpoints
+ * and delete each other's temporary files. flock is released by the kernel
+ * when the process dies, even by SIGKILL, so a crash never leaves a stale
+ * lock behind. The fd stays open for the whole run. */
+static int lock_run_dir(const char *run_dir, int *lock_fd, D2vError *err)
 {
-    if (make_dirs(opt->run_dir, err) < 0)
+    char path[4096];
+    if (path_in(path, sizeof path, run_dir, "pretrain.lock", err) < 0)
+        return -1;
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return d2v_fail(err, "cannot create %s: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char holder[32] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = 0;
+        holder[strcspn(holder, "\n")] = 0;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return d2v_fail(err, "%s is in use by another d2v pretrain (pid %s); one run directory takes one process",
+                            run_dir, holder[0] ? holder : "unknown");
+        return d2v_fail(err, "cannot lock %s: %s", path, strerror(e));
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        int e = errno;
+        close(fd);
+        return d2v_fail(err, "writing %s: %s", path, strerror(e));
+    }
+    *lock_fd = fd;
+    return 0;
+}
+
+/* RUNDIR/config.ini, replaced atomically: a kill while writing it must not
+ * leave half a config next to good checkpoints. */
+static int write_config_copy(const TrainOptions *opt, D2vError *err)
+{
+    char path[4096], tmp[4200];
+    if (path_in(path, sizeof path, opt->run_dir, "config.ini", err) < 0)
+        return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fputs(opt->config_text, f) >= 0;
+    int e = errno;
+    if (f && fclose(f) != 0 && ok) {
+        ok = 0;
+        e = errno;
+    }
+    if (ok && rename(tmp, path) < 0) {
+        ok = 0;
+        e = errno;
+    }
+    if (!ok) {
+        unlink(tmp);
+        return d2v_fail(err, "writing %s: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+static int prepare_run_dir(const TrainOptions *opt, char *last_path, size_t len, int *lock_fd, KeptCheckpoints *kept,
+                           D2vError *err)
+{
+    if (make_dirs(opt->run_dir, err) < 0 || lock_run_dir(opt->run_dir, lock_fd, err) < 0)
         return -1;
     if (path_in(last_path, len, opt->run_dir, "last.safetensors", err) < 0)
         return -1;
     int has_last = access(last_path, F_OK) == 0;
+    char target[4096];
+    ssize_t target_len = readlink(last_path, target, sizeof target - 1);
+    if (!has_last && target_len > 0) {
+        /* Only a hand-edited directory gets here: d2v never deletes the
+         * file `last` points at. */
+        target[target_len] = 0;
+        return d2v_fail(err, "%s points to %s, which does not exist; point it at an existing checkpoint-N.safetensors "
+                        "(ln -sf) to resume from there", last_path, target);
+    }
     if (opt->resume && !has_last)
         return d2v_fail(err, "--resume: %s has no checkpoint to resume from (no last.safetensors)", opt->run_dir);
     if (!opt->resume && has_last)
         return d2v_fail(err, "%s already holds a run (last.safetensors); continue it with --resume or choose another --run",
                         opt->run_dir);
-    char config_path[4096];
-    if (path_in(config_path, sizeof config_path, opt->run_dir, "config.ini", err) < 0)
+    int removed = 0;
+    if (scan_run_dir(opt->run_dir, kept, &removed, err) < 0)
         return -1;
-    FILE *f = fopen(config_path, "w");
-    if (!f || fputs(opt->config_text, f) < 0 || fclose(f) != 0)
-        return d2v_fail(err, "writing %s: %s", config_path, strerror(errno));
-    return 0;
+    if (removed > 0 && opt->notice) {
+        char msg[4300];
+        snprintf(msg, sizeof msg, "%s: removed %d temporary file%s an interrupted write left behind", opt->run_dir,
+                 removed, removed == 1 ? "" : "s");
+        opt->notice(opt->ctx, msg);
+    }
+    return write_config_copy(opt, err);
+}
+
+/* A process killed while appending leaves a last line without its newline;
+ * cut it, so the resumed run's lines start on a line of their own and every
+ * line of log.jsonl stays one complete JSON object. */
+static int repair_log_tail(const char *path, D2vError *err)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : d2v_fail(err, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) < 0) {
+        rc = d2v_fail(err, "cannot stat %s: %s", path, strerror(errno));
+    } else {
+        off_t end = st.st_size, keep = 0;
+        char buf[4096];
+        while (end > 0) {
+            off_t start = end > (off_t)sizeof buf ? end - (off_t)sizeof buf : 0;
+            ssize_t n = pread(fd, buf, (size_t)(end - start), start);
+            if (n != end - start) {
+                rc = d2v_fail(err, "reading %s: %s", path, n < 0 ? strerror(errno) : "short read");
+                break;
+            }
+            ssize_t i = n - 1;
+            while (i >= 0 && buf[i] != '\n')
+                i--;
+            if (i >= 0) {
+                keep = start + i + 1;
+                break;
+            }
+            end = start;
+        }
+        if (rc == 0 && keep != st.st_size && ftruncate(fd, keep) < 0)
+            rc = d2v_fail(err, "truncating the incomplete last line of %s: %s", path, strerror(errno));
+    }
+    close(fd);
+    return rc;
 }
 
 /* ---- logging ------------------------------------------------------------------ */
 
-static int log_jsonl(FILE *f, const StepLog *s, D2vError *err)
+/* JSON has no NaN or infinity: a non-finite value (a skipped update's
+ * loss) is written as null, so every line stays valid JSON. */
+static json_t *json_number(double x)
 {
-    json_t *o = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:I, s:f}", "step", (json_int_t)s->step,
-                          "loss", s->loss, "lr", s->lr, "tau", s->tau, "target_var", s->target_var, "pred_var",
-                          s->pred_var, "frontend_var", s->frontend_var, "grad_norm", s->grad_norm,
-                          "positions_per_s", s->positions_per_s, "masked", s->n_loss, "skipped",
-                          (json_int_t)s->skipped, "seconds", s->seconds);
-    int rc = o && json_dumpf(o, f, JSON_COMPACT) == 0 && fputc('\n', f) != EOF && fflush(f) == 0 ? 0 : -1;
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
+{
+    json_t *o = json_object();
+    int bad = o == NULL;
+    bad = bad || json_object_set_new(o, "step", json_integer((json_int_t)s->step));
+    const struct { const char *key; double value; } reals[] = {
+        {"loss", s->loss}, {"lr", s->lr}, {"tau", s->tau}, {"target_var", s->target_var},
+        {"pred_var", s->pred_var}, {"frontend_var", s->frontend_var}, {"grad_norm", s->grad_norm},
+        {"positions_per_s", s->positions_per_s},
+    };
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        bad = bad || json_object_set_new(o, reals[i].key, json_number(reals[i].value));
+    bad = bad || json_object_set_new(o, "masked", json_integer(s->n_loss)) ||
+          json_object_set_new(o, "skipped", json_integer((json_int_t)s->skipped)) ||
+          json_object_set_new(o, "nonfinite_skipped", json_integer((json_int_t)s->nonfinite_skipped)) ||
+          json_object_set_new(o, "seconds", json_number(s->seconds));
+    errno = 0;
+    int rc = !bad && json_dumpf(o, f, JSON_COMPACT) == 0 && fputc('\n', f) != EOF && fflush(f) == 0 ? 0 : -1;
+    int e = errno;
     json_decref(o);
-    return rc < 0 ? d2v_fail(err, "writing the training log: %s", strerror(errno)) : 0;
+    if (rc < 0)
+        return d2v_fail(err, "writing %s: %s", path, bad ? "out of memory" : strerror(e ? e : EIO));
+    return 0;
 }
 
 /* ---- one step ------------------------------------------------------------------ */
@@ -148,11 +407,12 @@ static double seconds_since(double *mark)
     return elapsed;
 }
 
-/* DESIGN §3 steps 2-6 for one batch. The phase clocks are a handful of
- * clock_gettime calls per step: always on, so training and `d2v bench`
- * run exactly the same code. */
-void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, const Batch *batch,
-                int64_t step, StepResult *r, StepTimes *times)
+/* DESIGN §3 steps 2-5 for one batch: forward, loss, backward. Nothing is
+ * updated yet, so a non-finite result can still be refused. The phase clocks
+ * are a handful of clock_gettime calls per step: always on, so training and
+ * `d2v bench` run exactly the same code. */
+void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
+                            StepTimes *times)
 {
     const ForwardMode mode = {.train = 1, .seed = (uint64_t)cfg->train.seed, .step = (uint64_t)step};
     StepTimes local;
@@ -177,16 +437,7 @@ void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedu
     tm->student = seconds_since(&mark);
     m->mod->backward(m->frontend, m->ps.value, m->ps.grad, m->d_x, mode);
     tm->frontend_backward = seconds_since(&mark);
-
-    /* Update the student, then move the teacher toward it (eq. 1). */
-    r->grad_norm = clip_grad_norm(&m->ps, cfg->optim.clip_norm);
-    r->lr = schedule_lr(sched, step);
-    adamw_step(&m->ps, adamw, r->lr, step + 1);
-    tm->optimizer = seconds_since(&mark);
-    r->tau = ema_tau(cfg->ema.decay, cfg->ema.end_decay, cfg->ema.anneal_steps, step + 1);
-    ema_update(&m->ps, r->tau);
-    tm->ema = seconds_since(&mark);
-
+    r->grad_norm = grad_global_norm(&m->ps);
     r->loss = stats.loss;
     r->target_var = stats.target_var;
     r->pred_var = stats.pred_var;
@@ -194,14 +445,53 @@ void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedu
     r->N = fe.N;
 }
 
+/* DESIGN §3 step 6: update the student, then move the teacher toward it
+ * (eq. 1). */
+void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, int64_t step,
+                  StepResult *r, StepTimes *times)
+{
+    StepTimes local;
+    StepTimes *tm = times ? times : &local;
+    double mark = now_seconds();
+    clip_grad_to(&m->ps, r->grad_norm, cfg->optim.clip_norm);
+    r->lr = schedule_lr(sched, step);
+    adamw_step(&m->ps, adamw, r->lr, step + 1);
+    tm->optimizer = seconds_since(&mark);
+    r->tau = ema_tau(cfg->ema.decay, cfg->ema.end_decay, cfg->ema.anneal_steps, step + 1);
+    ema_update(&m->ps, r->tau);
+    tm->ema = seconds_since(&mark);
+}
+
+/* "" when the loss and every gradient are finite; otherwise what is not,
+ * naming the first offending tensor: the loss, or the first parameter (in
+ * registration order) whose gradient holds a NaN or infinity. */
+static void describe_nonfinite(const Model *m, const StepResult *r, char *out, size_t len)
+{
+    out[0] = 0;
+    if (!isfinite(r->loss)) {
+        snprintf(out, len, "the loss is %g", r->loss);
+        return;
+    }
+    if (isfinite(r->grad_norm))
+        return;
+    int n_bad = 0;
+    const int first = params_first_nonfinite(&m->ps, m->ps.grad, &n_bad);
+    if (first < 0) /* only possible if the norm's sum of squares overflowed */
+        snprintf(out, len, "the gradient norm is %g (loss %g)", r->grad_norm, r->loss);
+    else
+        snprintf(out, len, "the gradient of %s is non-finite (the first of %d tensors with a NaN or infinite "
+                 "gradient; the loss is %g)", m->ps.params[first].name, n_bad, r->loss);
+}
+
+/* After this many non-finite updates in a row, even train.on_nonfinite=skip
+ * stops: the model, not one unlucky batch, is broken, and skipping would
+ * silently spin through the rest of the run. */
+#define MAX_CONSECUTIVE_NONFINITE 20
+
 /* Representation collapse (DESIGN §3.7): every target, prediction or
  * front-end vector becoming the same shows as a per-channel std near 0. */
-static int check_health(const D2vConfig *cfg, const StepResult *r, int64_t step, const char *last, D2vError *err)
+static int check_collapse(const D2vConfig *cfg, const StepResult *r, int64_t step, const char *last, D2vError *err)
 {
-    if (!isfinite(r->loss) || !isfinite(r->grad_norm))
-        return d2v_fail(err, "step %lld: the loss is %g and the gradient norm %g; stopping (last good checkpoint: %s). "
-                        "Try a lower optim.lr or a longer warm-up",
-                        (long long)step, r->loss, r->grad_norm, last);
     if (step < cfg->train.var_check_after)
         return 0;
     const struct { const char *what; double value, floor; } v[] = {
@@ -227,25 +517,40 @@ int train_run(const TrainOptions *opt, D2vError *err)
     void *dataset = NULL;
     Loader *loader = NULL;
     FILE *log = NULL;
-    int rc = -1;
-    int64_t kept[1024]; /* train.keep_last is at most 1000 (config.c) */
-    int n_kept = 0;
+    int rc = -1, lock_fd = -1;
+    KeptCheckpoints kept = {0};
+    int64_t last_saved = -1; /* step of the newest complete checkpoint, -1: none */
     char last_path[4096];
     /* Cheap checks first: the data, then the memory, then the run directory,
      * so a mistake is reported before anything is written. */
     if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 ||
         model_build(&m, cfg, opt->mod, opt->mcfg, (int)cfg->train.batch_size, threads, err) < 0 ||
-        prepare_run_dir(opt, last_path, sizeof last_path, err) < 0)
+        prepare_run_dir(opt, last_path, sizeof last_path, &lock_fd, &kept, err) < 0)
         goto out;
     int64_t step = 0;
     if (opt->resume) {
+        /* Load the file `last` names, so every message names it too. */
+        char target[4096], resume_path[8200];
+        ssize_t n = readlink(last_path, target, sizeof target - 1);
+        if (n > 0 && target[0] != '/') {
+            target[n] = 0;
+            snprintf(resume_path, sizeof resume_path, "%s/%s", opt->run_dir, target);
+        } else {
+            snprintf(resume_path, sizeof resume_path, "%s", last_path);
+        }
         TrainState state;
-        if (checkpoint_load(last_path, &m.ps, &state, err) < 0)
+        if (checkpoint_load(resume_path, &m.ps, &state, err) < 0)
             goto out;
-        step = state.step;
+        step = last_saved = state.step;
+        if (opt->notice) {
+            char msg[8300];
+            snprintf(msg, sizeof msg, "resuming from %s (step %lld)", resume_path, (long long)step);
+            opt->notice(opt->ctx, msg);
+        }
     }
     char log_path[4096];
-    if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0)
+    if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0 ||
+        (opt->resume && repair_log_tail(log_path, err) < 0))
         goto out;
     if (!(log = fopen(log_path, opt->resume ? "a" : "w"))) {
         d2v_fail(err, "cannot open %s: %s", log_path, strerror(errno));
@@ -259,7 +564,9 @@ int train_run(const TrainOptions *opt, D2vError *err)
     AdamW adamw = {cfg->optim.lr, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay};
     Schedule sched;
     schedule_from_config(&sched, cfg);
-    int64_t skipped = 0;
+    const int skip_nonfinite = strcmp(cfg->train.on_nonfinite, "skip") == 0;
+    int64_t skipped = 0, nonfinite_skipped = 0;
+    int nonfinite_in_a_row = 0, stopped = 0;
     double started = now_seconds();
     while (step < cfg->train.steps) {
         Batch *batch;
@@ -272,34 +579,72 @@ int train_run(const TrainOptions *opt, D2vError *err)
         skipped += batch->skipped;
         double t0 = now_seconds();
         StepResult r;
-        train_step(&m, cfg, &adamw, &sched, batch, step, &r, NULL);
+        train_forward_backward(&m, cfg, batch, step, &r, NULL);
+        char nonfinite[512], last[4200];
+        describe_nonfinite(&m, &r, nonfinite, sizeof nonfinite);
         step++;
+        describe_checkpoint(last, sizeof last, opt->run_dir, last_saved);
+        if (nonfinite[0]) {
+            /* Nothing was applied: the student, teacher and moments are
+             * still those of the previous step. */
+            nonfinite_in_a_row++;
+            if (!skip_nonfinite || nonfinite_in_a_row >= MAX_CONSECUTIVE_NONFINITE) {
+                char why[160] = "stopping without applying this update";
+                if (skip_nonfinite)
+                    snprintf(why, sizeof why, "that makes %d non-finite updates in a row, so stopping even with "
+                             "train.on_nonfinite=skip", nonfinite_in_a_row);
+                d2v_fail(err, "step %lld: %s; %s (last good checkpoint: %s). "
+                         "Try a lower optim.lr, a longer warm-up or optim.clip_norm%s",
+                         (long long)step, nonfinite, why, last,
+                         skip_nonfinite ? "" : "; train.on_nonfinite=skip skips such updates instead");
+                goto out;
+            }
+            nonfinite_skipped++;
+            r.lr = schedule_lr(&sched, step - 1);
+            r.tau = ema_tau(cfg->ema.decay, cfg->ema.end_decay, cfg->ema.anneal_steps, step);
+            if (opt->notice) {
+                char msg[700];
+                snprintf(msg, sizeof msg, "step %lld: %s; update not applied (train.on_nonfinite=skip)",
+                         (long long)step, nonfinite);
+                opt->notice(opt->ctx, msg);
+            }
+        } else {
+            nonfinite_in_a_row = 0;
+            train_update(&m, cfg, &adamw, &sched, step - 1, &r, NULL);
+            if (check_collapse(cfg, &r, step, last, err) < 0)
+                goto out;
+        }
         double seconds = now_seconds() - t0;
-        if (check_health(cfg, &r, step, last_path, err) < 0)
-            goto out;
-        if (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1) {
-            StepLog s = {step, cfg->train.steps, r.loss, r.lr, r.tau, r.grad_norm, r.target_var, r.pred_var,
-                         r.frontend_var, (double)batch->B * m.N / seconds, now_seconds() - started, r.n_loss,
-                         skipped};
-            if (log_jsonl(log, &s, err) < 0)
+        if (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0]) {
+            StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
+                         .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
+                         .frontend_var = r.frontend_var, .positions_per_s = (double)batch->B * m.N / seconds,
+                         .seconds = now_seconds() - started, .n_loss = r.n_loss, .skipped = skipped,
+                         .nonfinite_skipped = nonfinite_skipped};
+            if (log_jsonl(log, log_path, &s, err) < 0)
                 goto out;
             if (opt->on_log)
                 opt->on_log(opt->ctx, &s);
         }
-        int stopping = opt->stop_requested && *opt->stop_requested;
+        const int stopping = opt->stop_requested && *opt->stop_requested && step < cfg->train.steps;
         if ((cfg->train.save_every > 0 && step % cfg->train.save_every == 0) || step == cfg->train.steps || stopping)
-            if (save_checkpoint(opt, &m, step, kept, &n_kept, err) < 0)
+            if (save_checkpoint(opt, &m, step, &kept, &last_saved, err) < 0)
                 goto out;
-        if (stopping)
+        if (stopping) {
+            stopped = 1;
             break;
+        }
     }
-    rc = 0;
+    rc = stopped;
 out:
     loader_stop(loader);
     if (dataset)
         opt->mod->dataset_close(dataset);
     if (log)
         fclose(log);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    free(kept.steps);
     model_free(&m);
     return rc;
 }

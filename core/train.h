@@ -16,6 +16,7 @@ typedef struct {
     double positions_per_s, seconds;
     int n_loss;
     int64_t skipped;       /* unreadable inputs replaced so far */
+    int64_t nonfinite_skipped; /* updates not applied (train.on_nonfinite=skip) */
 } StepLog;
 
 typedef struct {
@@ -28,7 +29,8 @@ typedef struct {
     volatile sig_atomic_t *stop_requested; /* set by cli/'s signal handler */
     void (*on_log)(void *ctx, const StepLog *log);
     void (*on_checkpoint)(void *ctx, const char *path);
-    void (*warn)(void *ctx, const char *msg);
+    void (*warn)(void *ctx, const char *msg);   /* an input skipped (data.on_error=skip) */
+    void (*notice)(void *ctx, const char *msg); /* anything else worth a line: a skipped update, cleanup */
     void *ctx;
 } TrainOptions;
 
@@ -44,16 +46,29 @@ typedef struct {
     double frontend_forward, teacher, student, frontend_backward, optimizer, ema;
 } StepTimes;
 
-/* One full training step (DESIGN §3 steps 2-6): front-end forward with the
- * mask, teacher targets, student forward/backward with head and loss,
- * front-end backward, clipping, AdamW, EMA. The one step function both
- * `d2v pretrain` and `d2v bench` run; times may be NULL. */
-void train_step(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, const Batch *batch,
-                int64_t step, StepResult *r, StepTimes *times);
+/* One training step is these two calls (DESIGN §3): train_forward_backward
+ * does steps 2-5 (front-end forward with the mask, teacher targets, student
+ * forward and backward with head and loss, front-end backward) and sets
+ * r->grad_norm; train_update does step 6 (clipping, AdamW, EMA) and sets
+ * r->lr, r->tau. Between them the caller may refuse a non-finite step. Both
+ * `d2v pretrain` and `d2v bench` run them; times may be NULL. */
+void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
+                            StepTimes *times);
+void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, int64_t step,
+                  StepResult *r, StepTimes *times);
 
-/* Runs until train.steps updates are done (or a stop is requested, after
- * which it checkpoints and returns 0). Errors (bad data with on_error=fail,
- * a non-finite loss, collapse, a failed write) return -1 with a message. */
+/* Runs until train.steps updates are done and returns 0, or until a stop is
+ * requested (*stop_requested set): then it finishes the step, checkpoints
+ * and returns 1. Errors (bad data with on_error=fail, a non-finite loss or
+ * gradient with on_nonfinite=stop, collapse, a failed write) return -1 with
+ * a message naming the step and the last good checkpoint where it applies.
+ * Counts in StepLog (skipped, nonfinite_skipped) start at 0 in each process.
+ *
+ * The run directory holds config.ini, log.jsonl, checkpoint-N.safetensors,
+ * last.safetensors and pretrain.lock (held while a process trains there).
+ * Starting, it deletes the NAME.tmp.<pid> files an interrupted write left,
+ * counts the checkpoints on disk toward train.keep_last, and on --resume
+ * cuts an incomplete last line from log.jsonl. */
 int train_run(const TrainOptions *opt, D2vError *err);
 
 /* Applies train.threads to OpenMP and OpenBLAS; returns the count used. */

@@ -1,8 +1,12 @@
 #include "audio_io.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <sndfile.h>
 #include <soxr.h>
@@ -37,7 +41,23 @@ static int64_t gcd64(int64_t a, int64_t b)
 static SNDFILE *open_checked(const char *path, SF_INFO *info, D2vError *err)
 {
     memset(info, 0, sizeof *info); /* sf_open requires format = 0 for reading */
-    SNDFILE *file = sf_open(path, SFM_READ, info);
+    /* Opened here, not by sf_open: O_NONBLOCK keeps a FIFO (a manifest can
+     * name one) from blocking the loader thread forever in open(), and
+     * fstat refuses anything but a regular file before libsndfile reads. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        d2v_fail(err, "%s: cannot open audio (%s)", path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int saved = errno;
+        d2v_fail(err, "%s: cannot open audio (%s)", path,
+                 S_ISDIR(st.st_mode) ? "a directory" : !S_ISREG(st.st_mode) ? "not a regular file" : strerror(saved));
+        close(fd);
+        return NULL;
+    }
+    SNDFILE *file = sf_open_fd(fd, SFM_READ, info, SF_TRUE); /* closes fd when done, or on failure */
     if (!file) {
         /* sf_strerror(NULL) is the error of the last failed sf_open. */
         d2v_fail(err, "%s: cannot open audio (%s)", path, sf_strerror(NULL));
@@ -144,7 +164,8 @@ int audio_resample(const float *in, int64_t n_in, int rate_in, float *out, int64
 }
 
 /* Zero mean, unit variance in place; -1 (no message) if the samples are
- * silent. Double accumulators: a 15 s utterance is 240k samples, enough for
+ * silent, -2 if one is NaN or infinite (a float file's garbage, which would
+ * otherwise turn the whole batch's loss into NaN). Double accumulators: a 15 s utterance is 240k samples, enough for
  * a float sum to lose the small variance of quiet recordings. */
 static int normalize_or_silent(float *x, int64_t n)
 {
@@ -158,7 +179,9 @@ static int normalize_or_silent(float *x, int64_t n)
         sq += d * d;
     }
     double var = sq / (double)n;
-    if (!(var >= AUDIO_SILENCE_VARIANCE)) /* also catches NaN */
+    if (!isfinite(var))
+        return -2;
+    if (!(var >= AUDIO_SILENCE_VARIANCE))
         return -1;
     double inv = 1.0 / sqrt(var + AUDIO_NORM_EPS);
     for (int64_t i = 0; i < n; i++)
@@ -261,7 +284,10 @@ int audio_load(const char *path, int target_rate, int64_t max_samples, int64_t m
     if (rc != 0)
         return -1;
 
-    if (normalize_or_silent(out, got) != 0)
+    const int normalized = normalize_or_silent(out, got);
+    if (normalized == -2)
+        return d2v_fail(err, "%s: holds NaN or infinite samples (a corrupt float file)", path);
+    if (normalized != 0)
         return d2v_fail(err, "%s: silent", path);
     *n_out = got;
     return 0;

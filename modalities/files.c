@@ -341,9 +341,8 @@ static void trim(char **begin, char **end)
         (*end)--;
 }
 
-/* Reads one line (without its '\n') into buf. Returns 1 for a line, 0 at end
- * of file, -1 on error with err set. */
-static int read_line(FILE *fp, char *buf, size_t *len, const char *path, long line_no, D2vError *err)
+int read_text_line(FILE *fp, char *buf, size_t cap, size_t *len, const char *path, long line_no, const char *what,
+                   D2vError *err)
 {
     size_t n = 0;
     int c, any = 0;
@@ -352,13 +351,15 @@ static int read_line(FILE *fp, char *buf, size_t *len, const char *path, long li
         if (c == '\n')
             break;
         if (c == 0)
-            return d2v_fail(err, "%s:%ld: NUL byte in manifest (a binary file?)", path, line_no);
-        if (n == MANIFEST_LINE_MAX)
-            return d2v_fail(err, "%s:%ld: line longer than %d bytes", path, line_no, MANIFEST_LINE_MAX);
+            return d2v_fail(err, "%s:%ld: NUL byte (not a %s?)", path, line_no, what);
+        if (n == cap)
+            return d2v_fail(err, "%s:%ld: line longer than %zu bytes", path, line_no, cap);
         buf[n++] = (char)c;
     }
     if (ferror(fp))
-        return d2v_fail(err, "cannot read manifest %s: %s", path, strerror(errno));
+        return d2v_fail(err, "cannot read %s: %s", path, strerror(errno));
+    if (n > 0 && buf[n - 1] == '\r') /* CRLF files */
+        n--;
     buf[n] = 0;
     *len = n;
     return any;
@@ -406,7 +407,8 @@ static int scan_manifest(Scan *s, const char *manifest)
     size_t len = 0;
     long line_no = 0;
     int rc = 0, got;
-    while (rc == 0 && (got = read_line(fp, line, &len, manifest, line_no + 1, s->err)) != 0) {
+    while (rc == 0 &&
+           (got = read_text_line(fp, line, MANIFEST_LINE_MAX, &len, manifest, line_no + 1, "manifest", s->err)) != 0) {
         if (got < 0) {
             rc = -1;
             break;

@@ -9,6 +9,8 @@
 #include "common.h"
 #include "modality.h"
 
+#include <stdio.h>
+
 typedef struct {
     char **paths;
     int *labels;        /* -1 when unlabeled */
@@ -32,6 +34,13 @@ int filelist_scan(const char *path, const char *const *extensions, int labeled, 
  * entry must end in one of the extensions; paths are not checked for
  * existence here (the decoder reports a missing file). */
 void filelist_free(FileList *f);
+
+/* Reads one line of a text file (manifest, merges.txt) into buf, which holds
+ * cap + 1 bytes: without its '\n' (and a '\r' before it). Returns 1 for a
+ * line, 0 at end of file, -1 naming "PATH:LINE" for a NUL byte (`what` is
+ * the kind of file expected, for the message) or a line over cap bytes. */
+int read_text_line(FILE *fp, char *buf, size_t cap, size_t *len, const char *path, long line_no, const char *what,
+                   D2vError *err);
 
 /* A dataset that is one file per item (image, speech): the Modality data
  * callbacks those plug-ins share. The dataset is a FileList. */

@@ -5,6 +5,7 @@
 #include "image_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jpeglib.h>
 
@@ -275,9 +277,17 @@ static int read_whole_file(const char *path, uint8_t **data, size_t *len, D2vErr
 {
     *data = NULL;
     *len = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return d2v_fail(err, "%s: %s", path, strerror(errno));
+    /* open + fdopen rather than fopen: O_NONBLOCK keeps a FIFO (a manifest
+     * can name one) from blocking the loader thread forever in open()
+     * before fstat below can refuse it. No effect on regular files. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    FILE *fp = fd < 0 ? NULL : fdopen(fd, "rb");
+    if (!fp) {
+        int saved = errno;
+        if (fd >= 0)
+            close(fd);
+        return d2v_fail(err, "%s: %s", path, strerror(saved));
+    }
     struct stat st;
     if (fstat(fileno(fp), &st) != 0) {
         int saved = errno;

@@ -8,6 +8,8 @@
 
 #include "tokenizer.h"
 
+#include "files.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -1774,7 +1776,7 @@ static int load_json(const char *path, json_t **out, D2vError *err)
         return -1;
     json_error_t e;
     *out = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-    if (!*out)
+    if (!*out) /* jansson's text may quote a newline; d2v_fail keeps one line */
         return d2v_fail(err, "%s:%d:%d: %s", path, e.line, e.column, e.text);
     return 0;
 }
@@ -1859,30 +1861,6 @@ static int load_vocab(Tokenizer *t, const char *path, D2vError *err)
     return rc;
 }
 
-/* One line without its '\n' (or '\r\n'): 1, 0 at the end, -1 on error. */
-static int read_line(FILE *fp, char *buf, size_t *len, const char *path, long line_no, D2vError *err)
-{
-    size_t n = 0;
-    int c, any = 0;
-    while ((c = getc_unlocked(fp)) != EOF) {
-        any = 1;
-        if (c == '\n')
-            break;
-        if (c == 0)
-            return d2v_fail(err, "%s:%ld: NUL byte (not a merges file?)", path, line_no);
-        if (n == TOK_MAX_LINE_BYTES)
-            return d2v_fail(err, "%s:%ld: line longer than %d bytes", path, line_no, TOK_MAX_LINE_BYTES);
-        buf[n++] = (char)c;
-    }
-    if (ferror(fp))
-        return d2v_fail(err, "cannot read %s: %s", path, strerror(errno));
-    if (n > 0 && buf[n - 1] == '\r')
-        n--;
-    buf[n] = 0;
-    *len = n;
-    return any;
-}
-
 /* One merges.txt line "left right": both parts and their concatenation must
  * be tokens, none of them special. */
 static int parse_merge(Tokenizer *t, const char *line, size_t len, ByteBuf *joined, D2vError *err)
@@ -1921,7 +1899,8 @@ static int load_merges(Tokenizer *t, const char *path, D2vError *err)
     int rc = line ? 0 : -1, got;
     size_t len = 0;
     long line_no = 0;
-    while (rc == 0 && (got = read_line(fp, line, &len, path, line_no + 1, err)) != 0) {
+    while (rc == 0 &&
+           (got = read_text_line(fp, line, TOK_MAX_LINE_BYTES, &len, path, line_no + 1, "merges file", err)) != 0) {
         if (got < 0) {
             rc = -1;
             break;

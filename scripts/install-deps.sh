@@ -13,4 +13,7 @@ apt-get install -y -qq --no-install-recommends \
   dataset-fashion-mnist espeak-ng sox \
   bible-kjv fortunes fortunes-min jargon-text manpages groff-base wordnet-base \
   manpages-de manpages-es manpages-fr manpages-it manpages-nl manpages-pl manpages-pt-br manpages-ru \
-  manpages-cs >/dev/null
+  manpages-cs \
+  clang libclang-rt-dev libomp-dev >/dev/null
+# clang, its runtime (libFuzzer, sanitizers) and its OpenMP: the fuzz build
+# (tests/fuzz/run_all.sh, meson -Dfuzz=true) that CI runs.

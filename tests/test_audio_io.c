@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +39,17 @@ static double sine_440(int64_t i, int c, int rate)
 static double sine_440_antiphase(int64_t i, int c, int rate)
 {
     return c == 0 ? sine_440(i, c, rate) : -sine_440(i, c, rate);
+}
+
+/* A float file's garbage: a sine with one NaN, or one infinity, in it. */
+static double sine_with_nan(int64_t i, int c, int rate)
+{
+    return i == 700 ? NAN : 0.5 * sin(2 * M_PI * 440 * (double)i / rate + c);
+}
+
+static double sine_with_inf(int64_t i, int c, int rate)
+{
+    return i == 700 ? INFINITY : 0.5 * sin(2 * M_PI * 440 * (double)i / rate + c);
 }
 
 static double zero_signal(int64_t i, int c, int rate)
@@ -471,6 +483,33 @@ static void test_errors(void)
     CHECK(names_path(&err, path), "message: %s", err.msg);
     CHECK(audio_info(path, NULL, NULL, NULL, &err) == -1 && names_path(&err, path), "info: %s", err.msg);
 
+    /* A FIFO (a manifest can list one) and a directory: refused at once;
+     * opening a FIFO for reading would block until a writer came. */
+    path_in_dir(path, sizeof path, "a_fifo.wav");
+    CHECK(mkfifo(path, 0644) == 0, "mkfifo");
+    CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && names_path(&err, path) &&
+              strstr(err.msg, "not a regular file"), "FIFO: %s", err.msg);
+    path_in_dir(path, sizeof path, "a_directory.wav");
+    CHECK(mkdir(path, 0755) == 0, "mkdir");
+    CHECK(audio_info(path, NULL, NULL, NULL, &err) == -1 && names_path(&err, path) && strstr(err.msg, "directory"),
+          "directory: %s", err.msg);
+
+    /* Mislabeled: a JPEG (its first bytes) named .wav. */
+    path_in_dir(path, sizeof path, "picture.wav");
+    static const uint8_t jpeg_start[] = {0xFF, 0xD8, 0xFF, 0xE0, 0, 16, 'J', 'F', 'I', 'F', 0, 1, 1, 0, 0, 1, 0, 1, 0, 0};
+    CHECK(write_file(path, jpeg_start, sizeof jpeg_start) == 0, "write");
+    CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && names_path(&err, path) &&
+              strstr(err.msg, "cannot open audio"), "JPEG named .wav: %s", err.msg);
+
+    /* Unreadable (root reads everything, so only checked for other users). */
+    if (geteuid() != 0) {
+        path_in_dir(path, sizeof path, "locked.wav");
+        CHECK(write_file(path, "x", 1) == 0 && chmod(path, 0) == 0, "write");
+        CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && strstr(err.msg, "Permission denied"),
+              "unreadable: %s", err.msg);
+        chmod(path, 0644);
+    }
+
     /* Zero frames. */
     path_in_dir(path, sizeof path, "empty.wav");
     CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_PCM_16, 16000, 1, 0, sine_440) == 0, "write empty");
@@ -526,6 +565,19 @@ static void test_errors(void)
     CHECK(write_audio(path, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 16000, 1, 16000, zero_signal) == 0, "write");
     CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1, "silent");
     CHECK(names_path(&err, path) && strstr(err.msg, "silent"), "message: %s", err.msg);
+
+    /* NaN or infinite samples in a float WAV, at the model's rate and
+     * resampled: refused with a message that says so (not "silent"), so one
+     * bad file cannot make a batch's loss NaN. */
+    const struct { const char *name; double (*fn)(int64_t, int, int); int rate; } bad_floats[] = {
+        {"nan16k.wav", sine_with_nan, 16000}, {"inf16k.wav", sine_with_inf, 16000}, {"nan8k.wav", sine_with_nan, 8000}};
+    for (int i = 0; i < 3; i++) {
+        path_in_dir(path, sizeof path, bad_floats[i].name);
+        CHECK(write_audio(path, SF_FORMAT_WAV | SF_FORMAT_FLOAT, bad_floats[i].rate, 1, 4000, bad_floats[i].fn) == 0,
+              "write %s", bad_floats[i].name);
+        CHECK(audio_load(path, 16000, 16000, 0, 0, NULL, out, &n, &err) == -1 && names_path(&err, path) &&
+                  strstr(err.msg, "NaN or infinite samples"), "%s: %s", bad_floats[i].name, err.msg);
+    }
 
     /* Too many channels, absurd rate. */
     path_in_dir(path, sizeof path, "ten_channels.wav");

@@ -499,6 +499,12 @@ static void test_set_errors(void)
                 "--set: unknown key [model] dimm (known keys in [model]: modality, dim,");
     CHECK_ERROR(config_set(s.tables, 2, "modle.dim=3", &err), &err,
                 "--set: unknown section [modle]");
+    /* An argument may hold newlines (found by fuzz_config): the message
+     * escapes them and stays one line. */
+    CHECK_ERROR(config_set(s.tables, 2, "e\n[train]\nsteps.x=1", &err), &err,
+                "--set: unknown section [\"e\\n[train]\\nsteps\"]");
+    CHECK(!strchr(err.msg, '\n'));
+    CHECK_ERROR(config_set(s.tables, 2, "model.di\x1bm=3", &err), &err, "--set: unknown key [model] \"di\\x1bm\"");
     CHECK_ERROR(config_set(s.tables, 2, "model.dim=abc", &err), &err,
                 "--set: model.dim = \"abc\": expected an integer in [8, 65536]");
     CHECK_ERROR(config_set(s.tables, 2, "frontend.use_cls=2", &err), &err,

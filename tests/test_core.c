@@ -430,14 +430,38 @@ static void test_gelu_precision(void)
     CHECK(worst_y < 4e-7, "gelu forward: worst error %.3g x (1 + |x|)", worst_y);
     CHECK(worst_dy < 1e-6, "gelu backward: worst error %.3g", worst_dy);
     printf("gelu vs libm erf/exp in double: forward %.2g (1 + |x|), backward %.2g\n", worst_y, worst_dy);
+    /* A NaN activation (a diverged step the training loop is about to
+     * refuse) must come out NaN, not be undefined behaviour in the exp's
+     * exponent arithmetic (the sanitizer build checks that part). */
+    const float odd[4] = {NAN, -NAN, INFINITY, -INFINITY};
+    float odd_y[4], odd_dy[4];
+    gelu_forward(odd_y, odd, 4);
+    gelu_backward(odd_dy, ones, odd, 4);
+    CHECK(isnan(odd_y[0]) && isnan(odd_y[1]) && isnan(odd_dy[0]) && isnan(odd_dy[1]),
+          "gelu of NaN: %g %g, gradient %g %g", odd_y[0], odd_y[1], odd_dy[0], odd_dy[1]);
+    CHECK(odd_y[2] == INFINITY, "gelu(inf) = %g", odd_y[2]);
     free(x);
     free(y);
     free(ones);
     free(dy);
 }
 
+/* Errors are printed as one line by cli/, so a message quoting bad input (a
+ * JSON parser's "near '...'" can hold a newline) must still be one line. */
+static void test_error_one_line(void)
+{
+    D2vError err;
+    d2v_fail(&err, "x.json:3:1: invalid escape near '%s'", "\"\\\n\t\r");
+    CHECK(strcspn(err.msg, "\n\r\t") == strlen(err.msg), "control bytes kept in an error: %s", err.msg);
+    CHECK(strstr(err.msg, "near") != NULL, "error text lost: %s", err.msg);
+    d2v_fail(&err, "bad\nvalue");
+    d2v_fail_prefix(&err, "f\x01ile: ");
+    CHECK(strcmp(err.msg, "f?ile: bad?value") == 0, "prefixed error: %s", err.msg);
+}
+
 int main(void)
 {
+    test_error_one_line();
     test_gelu_precision();
     test_targets();
     test_ema();

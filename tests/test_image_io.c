@@ -766,6 +766,28 @@ static void test_broken_files(void)
     mkdir(path, 0755);
     expect_decode_error(path, "directory", "directory named .jpg");
 
+    /* A FIFO (a manifest can list one) is refused, not waited on forever:
+     * opening it for reading would block until a writer came. */
+    path_in_dir(path, sizeof path, "a_fifo.jpg");
+    CHECK(mkfifo(path, 0644) == 0, "mkfifo %s", path);
+    expect_decode_error(path, "not a regular file", "FIFO named .jpg");
+
+    /* Mislabeled: a WAV file named .jpg. */
+    path_in_dir(path, sizeof path, "sound.jpg");
+    static const uint8_t wav_header[44] = {'R', 'I', 'F', 'F', 36, 0, 0, 0, 'W', 'A', 'V', 'E', 'f', 'm', 't', ' ',
+                                           16, 0, 0, 0, 1, 0, 1, 0, 0x80, 0x3e, 0, 0, 0, 0x7d, 0, 0, 2, 0, 16, 0,
+                                           'd', 'a', 't', 'a', 0, 0, 0, 0};
+    CHECK(write_file(path, wav_header, sizeof wav_header) == 0, "write %s", path);
+    expect_decode_error(path, "Not a JPEG file", "WAV named .jpg");
+
+    /* Unreadable (root reads everything, so only checked for other users). */
+    if (geteuid() != 0) {
+        path_in_dir(path, sizeof path, "locked.jpg");
+        CHECK(write_file(path, "x", 1) == 0 && chmod(path, 0) == 0, "write %s", path);
+        expect_decode_error(path, "Permission denied", "unreadable file");
+        chmod(path, 0644);
+    }
+
     D2vError err = {{0}};
     Image8 img;
     CHECK(image_decode_jpeg_mem((const uint8_t *)"", 0, "blob", 0, 0, &img, &err) != 0 &&

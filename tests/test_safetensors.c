@@ -386,6 +386,7 @@ static const BadFile bad_files[] = {
     {"gap_at_start", "{" T("a", "F32", "[1]", 4, 8) "}", 0, 0, 8, "gap of 4 unused bytes before the first tensor 'a'"},
     {"trailing_bytes", "{" T("a", "F32", "[1]", 0, 4) "}", 0, 0, 7, "3 trailing bytes after the last tensor 'a'"},
     {"trailing_no_tensors", "{}", 0, 0, 2, "2 trailing bytes after the header, which lists no tensors"},
+    {"empty_name", "{" T("", "U8", "[1]", 0, 1) "}", 0, 0, 1, "a tensor has an empty name"},
     {"duplicate_name", "{" T("a", "U8", "[1]", 0, 1) "," T("a", "U8", "[1]", 1, 2) "}", 0, 0, 2,
      "header repeats a key; tensor names and keys must be unique"},
     {"metadata_not_object", "{\"__metadata__\":[\"x\"]}", 0, 0, 0, "__metadata__ is an array, expected an object"},
@@ -503,6 +504,10 @@ static void test_not_a_file(void)
           "a missing file is rejected [%s]", err.msg);
     CHECK(st_read("/dev/null", &f, &err) != 0 && strstr(err.msg, "character device"),
           "/dev/null is rejected as a device [%s]", err.msg);
+    /* A FIFO with no writer: refused at once, not waited on. */
+    path_in_dir(path, sizeof path, "pipe.safetensors");
+    CHECK(mkfifo(path, 0644) == 0, "mkfifo");
+    CHECK(st_read(path, &f, &err) != 0 && strstr(err.msg, "is a pipe"), "a FIFO is rejected [%s]", err.msg);
 }
 
 int main(void)

@@ -1014,6 +1014,9 @@ static void test_corrupt_files(void)
     const char *const extra[] = {"ab", "abc", "<s"};
     const Corruption cases[] = {
         {"truncated JSON", "{\n \"<s>\": 0,\n \"<pad>\": ", NULL, NULL, "vocab.json:3:", 0},
+        /* jansson quotes the text near an error, here a backslash and a
+         * newline: the message must stay one line (found by fuzzing). */
+        {"newline near the error", "{\"a\\\nb\": 0}", NULL, NULL, "invalid escape near", 0},
         {"not an object", "[1, 2]", NULL, NULL, "vocab.json: expected a JSON object", 0},
         {"empty object", "{}", NULL, NULL, "vocab.json: 0 tokens", 0},
         {"duplicate key", "{\"<s>\": 0, \"<s>\": 1}", NULL, NULL, "vocab.json:1:", 0},
