@@ -64,8 +64,10 @@ int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *st
             snprintf(name, len, "%s%s", role_prefix[role], p->name);
             rc = st_writer_add(&w, name, ST_F32, p->ndim, p->shape, data, err);
         }
-    char step[32], version[16], rng[256];
+    char step[32], version[16], rng[256], best[40], best_step[32];
     snprintf(step, sizeof step, "%" PRId64, state->step);
+    snprintf(best, sizeof best, "%.17g", state->best_knn); /* round-trips a double exactly */
+    snprintf(best_step, sizeof best_step, "%" PRId64, state->best_knn_step);
     snprintf(version, sizeof version, "%d", CHECKPOINT_VERSION);
     format_rng(rng, sizeof rng, &state->rng);
     if (rc == 0)
@@ -73,6 +75,8 @@ int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *st
              st_writer_meta(&w, "step", step, err) || st_writer_meta(&w, "rng", rng, err) ||
              st_writer_meta(&w, "d2v_version", D2V_VERSION, err) ||
              st_writer_meta(&w, "config", config_text ? config_text : "", err) ? -1 : 0;
+    if (rc == 0 && state->best_knn_step > 0)
+        rc = st_writer_meta(&w, "best_knn", best, err) || st_writer_meta(&w, "best_knn_step", best_step, err) ? -1 : 0;
     if (rc == 0)
         rc = st_writer_save(&w, path, err);
     st_writer_free(&w);
@@ -107,6 +111,47 @@ int checkpoint_read_config(const char *path, char **config_text, D2vError *err)
         rc = d2v_fail(err, "%s: checkpoint has no embedded config (metadata \"config\")", path);
     if (rc == 0 && !(*config_text = strdup(config)))
         rc = d2v_fail(err, "out of memory reading %s", path);
+    st_free(&f);
+    return rc;
+}
+
+/* step and rng are required; best_knn and best_knn_step come together or
+ * not at all (a run without periodic evaluation has neither). */
+static int parse_state(const StFile *f, const char *path, TrainState *state, D2vError *err)
+{
+    const char *step = st_meta(f, "step"), *rng = st_meta(f, "rng");
+    const char *best = st_meta(f, "best_knn"), *best_step = st_meta(f, "best_knn_step");
+    char *end = NULL;
+    state->step = step ? strtoll(step, &end, 10) : -1;
+    if (!step || *end || state->step < 0)
+        return d2v_fail(err, "%s: metadata \"step\" is %s, expected a non-negative integer", path,
+                        step ? step : "missing");
+    if (!rng || parse_rng(rng, &state->rng) < 0)
+        return d2v_fail(err, "%s: metadata \"rng\" is malformed", path);
+    state->best_knn = 0;
+    state->best_knn_step = 0;
+    if (!best && !best_step)
+        return 0;
+    char *end2 = NULL;
+    end = NULL;
+    state->best_knn = best ? strtod(best, &end) : -1;
+    state->best_knn_step = best_step ? strtoll(best_step, &end2, 10) : -1;
+    if (!best || !best_step || *end || *end2 || !(state->best_knn >= 0 && state->best_knn <= 1) ||
+        state->best_knn_step < 1 || state->best_knn_step > state->step)
+        return d2v_fail(err, "%s: metadata \"best_knn\" = %s, \"best_knn_step\" = %s: expected a top-1 in [0, 1] "
+                        "and a step in [1, %lld]", path, best ? best : "missing", best_step ? best_step : "missing",
+                        (long long)state->step);
+    return 0;
+}
+
+int checkpoint_read_state(const char *path, TrainState *state, D2vError *err)
+{
+    StFile f;
+    if (st_read(path, &f, err) < 0)
+        return -1;
+    int rc = check_format(&f, path, err);
+    if (rc == 0)
+        rc = parse_state(&f, path, state, err);
     st_free(&f);
     return rc;
 }
@@ -162,16 +207,8 @@ int checkpoint_load(const char *path, ParamStore *ps, TrainState *state, D2vErro
             }
         }
     }
-    if (rc == 0 && state) {
-        const char *step = st_meta(&f, "step"), *rng = st_meta(&f, "rng");
-        char *end = NULL;
-        state->step = step ? strtoll(step, &end, 10) : -1;
-        if (!step || *end || state->step < 0)
-            rc = d2v_fail(err, "%s: metadata \"step\" is %s, expected a non-negative integer", path,
-                          step ? step : "missing");
-        else if (!rng || parse_rng(rng, &state->rng) < 0)
-            rc = d2v_fail(err, "%s: metadata \"rng\" is malformed", path);
-    }
+    if (rc == 0 && state)
+        rc = parse_state(&f, path, state, err);
     st_free(&f);
     return rc;
 }

@@ -3,7 +3,9 @@
  *   teacher.<name>    the EMA teacher (Transformer tensors only)
  *   optim.m.<name>, optim.v.<name>   AdamW moments
  *   __metadata__      format, format_version, step, rng, seed, the
- *                     resolved config text, d2v version
+ *                     resolved config text, d2v version, and, once a
+ *                     periodic k-NN evaluation has run, best_knn and
+ *                     best_knn_step (the best top-1 so far and its step)
  * Written atomically (safetensors.h): a crash leaves the previous file. */
 #ifndef D2V_CHECKPOINT_H
 #define D2V_CHECKPOINT_H
@@ -17,6 +19,8 @@
 typedef struct {
     int64_t step;   /* optimizer updates done */
     Rng rng;        /* the run's sequential RNG (masking, data order) */
+    int64_t best_knn_step; /* step of the best periodic k-NN so far; 0: none yet */
+    double best_knn;       /* its top-1 (eval.every, train.h) */
 } TrainState;
 
 int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,
@@ -31,5 +35,8 @@ int checkpoint_read_config(const char *path, char **config_text, D2vError *err);
  * shape and dtype F32; a tensor the model does not have is an error too (a
  * checkpoint of another model). */
 int checkpoint_load(const char *path, ParamStore *ps, TrainState *state, D2vError *err);
+
+/* Reads only the training state (step, rng, best k-NN) from the metadata. */
+int checkpoint_read_state(const char *path, TrainState *state, D2vError *err);
 
 #endif

@@ -318,7 +318,7 @@ static void test_checkpoint(void)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char path[256];
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    TrainState st = {1234, {0}}, st2;
+    TrainState st = {.step = 1234}, st2;
     rng_init(&st.rng, 99, 3);
     rng_u32(&st.rng);
     D2vError err = {{0}};
@@ -332,6 +332,24 @@ static void test_checkpoint(void)
               memcmp(a.ps.adam_v, b.ps.adam_v, a.ps.numel * sizeof(real)) == 0,
           "Adam moments differ");
     CHECK(st2.step == 1234 && rng_u32(&st2.rng) == rng_u32(&st.rng), "step or RNG state lost");
+    CHECK(st2.best_knn_step == 0 && st2.best_knn == 0, "no periodic k-NN: no best score (%lld)",
+          (long long)st2.best_knn_step);
+    /* The best periodic k-NN so far round-trips exactly (resume must not
+     * let a worse score overwrite best-knn.safetensors). */
+    TrainState best = st, read_back;
+    best.best_knn = 0.1 + 0.2; /* not a short decimal */
+    best.best_knn_step = 1000;
+    CHECK(checkpoint_save(path, &a.ps, &best, "[model]\ndim = 16\n", &err) == 0, "save: %s", err.msg);
+    CHECK(checkpoint_read_state(path, &read_back, &err) == 0 && read_back.step == 1234 &&
+              read_back.best_knn == best.best_knn && read_back.best_knn_step == 1000,
+          "best_knn round trip: %s %.17g %lld", err.msg, read_back.best_knn, (long long)read_back.best_knn_step);
+    CHECK(checkpoint_load(path, &b.ps, &read_back, &err) == 0 && read_back.best_knn == best.best_knn,
+          "best_knn through checkpoint_load: %s", err.msg);
+    best.best_knn_step = 2000; /* after the checkpoint's own step */
+    CHECK(checkpoint_save(path, &a.ps, &best, "[model]\ndim = 16\n", &err) == 0, "save: %s", err.msg);
+    CHECK(checkpoint_read_state(path, &read_back, &err) < 0 && strstr(err.msg, "best_knn_step"),
+          "a best step after the checkpoint's step is refused: %s", err.msg);
+    CHECK(checkpoint_save(path, &a.ps, &st, "[model]\ndim = 16\n", &err) == 0, "save: %s", err.msg);
     char *config = NULL;
     CHECK(checkpoint_read_config(path, &config, &err) == 0 && config && strcmp(config, "[model]\ndim = 16\n") == 0,
           "embedded config: %s", config ? config : err.msg);
