@@ -67,7 +67,7 @@ int cmd_embed(int argc, char **argv)
     }
     if (rc == 0)
         fprintf(stderr, "d2v embed: wrote %s (%d x %d) and %s.tsv\n", out, f.n, f.dim, out);
-    feature_set_free(&s, &f);
+    feature_set_free(&f);
     model_free(&m);
     setup_free(&s);
     return rc < 0 ? fail("embed", &err) : 0;

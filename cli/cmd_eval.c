@@ -23,16 +23,6 @@ static void usage(FILE *out)
             "--random-init CONFIG evaluates the same architecture untrained: the baseline.\n");
 }
 
-static int same_classes(const FeatureSet *a, const FeatureSet *b)
-{
-    if (a->n_classes != b->n_classes)
-        return 0;
-    for (int i = 0; i < a->n_classes; i++)
-        if (strcmp(a->class_names[i], b->class_names[i]) != 0)
-            return 0;
-    return 1;
-}
-
 int cmd_eval(int argc, char **argv)
 {
     if (wants_help(argc, argv) || argc < 1 || (strcmp(argv[0], "knn") != 0 && strcmp(argv[0], "linear") != 0)) {
@@ -57,27 +47,27 @@ int cmd_eval(int argc, char **argv)
     }
     Setup s;
     Model m;
-    FeatureSet tr = {0}, te = {0};
+    EvalSets sets = {0};
     D2vError err;
     ProbeResult r = {0, 0};
     double decay = 0;
+    /* The same calls as the periodic k-NN of d2v pretrain (eval.every), so
+     * both print the same number for the same checkpoint. */
     int rc = setup_model(&s, &m, checkpoint, random_init, batch, &err) < 0 ||
-             setup_features(&s, &m, train, 1, pool, batch, &tr, &err) < 0 ||
-             setup_features(&s, &m, test, 1, pool, batch, &te, &err) < 0 ? -1 : 0;
-    if (rc == 0 && !same_classes(&tr, &te))
-        rc = d2v_fail(&err, "%s and %s have different class subdirectories", train, test);
+             eval_sets_open(&sets, s.mod, s.mcfg, train, test, m.d2v.encoder.dim, &err) < 0 ? -1 : 0;
+    const FeatureSet *tr = &sets.train, *te = &sets.test;
     if (rc == 0 && knn)
-        rc = knn_probe(tr.features, tr.labels, tr.n, te.features, te.labels, te.n, tr.dim, tr.n_classes, k, 0.07, &r,
-                       &err);
+        rc = eval_knn(&sets, &m, s.mcfg, pool, batch, k, &r, &err);
     if (rc == 0 && !knn) {
         LinearProbeOptions lo = {0.2, 300, 0, 0};
-        rc = linear_probe(tr.features, tr.labels, tr.n, te.features, te.labels, te.n, tr.dim, tr.n_classes, &lo, &r,
-                          &decay, &err);
+        rc = eval_sets_embed(&sets, &m, s.mcfg, pool, batch, &err) < 0 ||
+             linear_probe(tr->features, tr->labels, tr->n, te->features, te->labels, te->n, tr->dim, tr->n_classes,
+                          &lo, &r, &decay, &err) < 0 ? -1 : 0;
     }
     if (rc == 0) {
         printf("%s probe (%s, pool %s): top1 %.4f  top5 %.4f  (train %d, test %d, %d classes", knn ? "k-NN" : "linear",
-               checkpoint ? checkpoint : "random init", option(o, n, "--pool"), r.top1, r.top5, tr.n, te.n,
-               tr.n_classes);
+               checkpoint ? checkpoint : "random init", option(o, n, "--pool"), r.top1, r.top5, tr->n, te->n,
+               tr->n_classes);
         if (knn)
             printf(", k %d", k);
         else
@@ -85,8 +75,7 @@ int cmd_eval(int argc, char **argv)
         printf(")\n");
         printf("d2v eval %s top1=%.4f top5=%.4f\n", argv[0], r.top1, r.top5);
     }
-    feature_set_free(&s, &tr);
-    feature_set_free(&s, &te);
+    eval_sets_close(&sets);
     model_free(&m);
     setup_free(&s);
     return rc < 0 ? fail("eval", &err) : 0;

@@ -90,11 +90,16 @@ static void print_log(void *ctx, const StepLog *s)
     Progress *p = ctx;
     double per_step = s->seconds / (double)s->step;
     double eta = per_step * (double)(s->total_steps - s->step);
+    char knn[64] = "";
+    if (s->has_knn)
+        snprintf(knn, sizeof knn, "  knn %.4f%s", s->knn, s->new_best_knn ? " (best)" : "");
+    /* On a terminal the line is rewritten in place, except one with a k-NN
+     * score: that one stays. */
     fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  tau %.5f  target_var %.3f  pred_var %.3f  frontend_var %.3f"
-                    "  %.0f pos/s  eta %dm%02ds%s",
+                    "  %.0f pos/s  eta %dm%02ds%s%s",
             p->tty ? "\r" : "", (long long)s->step, (long long)s->total_steps, s->loss, s->lr, s->tau, s->target_var,
-            s->pred_var, s->frontend_var, s->positions_per_s, (int)eta / 60, (int)eta % 60,
-            p->tty && s->step < s->total_steps ? "" : "\n");
+            s->pred_var, s->frontend_var, s->positions_per_s, (int)eta / 60, (int)eta % 60, knn,
+            p->tty && s->step < s->total_steps && !s->has_knn ? "" : "\n");
 }
 
 static void print_warning(void *ctx, const char *msg)
@@ -133,6 +138,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: d2v pretrain CONFIG --data PATH --run RUNDIR [--resume] [--set section.key=value]...\n"
+            "                    [--eval-every N --eval-train PATH --eval-test PATH]\n"
             "\n"
             "Pretrains an encoder with data2vec on the files under PATH (a directory, searched\n"
             "recursively, or a manifest listing files; for text, a text file or a directory\n"
@@ -146,7 +152,19 @@ static void usage(FILE *out)
             "the previous checkpoint intact.\n"
             "\n"
             "  --resume            continue the run in RUNDIR from last.safetensors\n"
-            "  --set k=v           override a config key, e.g. --set train.steps=200\n");
+            "  --set k=v           override a config key, e.g. --set train.steps=200\n"
+            "  --eval-every N      every N steps and at the end, k-NN-probe the student on the labeled\n"
+            "  --eval-train PATH   sets PATH (as d2v eval knn --train/--test; eval.k, eval.batch and\n"
+            "  --eval-test PATH    eval.pool as its --k, --batch, --pool), log it (\"knn\" in log.jsonl)\n"
+            "                      and keep the best as RUNDIR/best-knn.safetensors; the same as\n"
+            "                      --set eval.every=N --set eval.train=PATH --set eval.test=PATH\n");
+}
+
+static void free_args(char **sets, char *owned[3])
+{
+    for (int f = 0; f < 3; f++)
+        free(owned[f]);
+    free(sets);
 }
 
 int cmd_pretrain(int argc, char **argv)
@@ -158,8 +176,36 @@ int cmd_pretrain(int argc, char **argv)
     const char *config = NULL, *data = NULL, *run = NULL;
     int resume = 0, n_sets = 0;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
+    /* --eval-every N and friends are --set eval.every=N etc.: the resume
+     * command reprints them as such. */
+    static const char *const eval_flags[][2] = {
+        {"--eval-every", "eval.every"}, {"--eval-train", "eval.train"}, {"--eval-test", "eval.test"}};
+    char *owned[3] = {NULL, NULL, NULL};
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
+        int flag = -1;
+        for (int f = 0; f < 3; f++)
+            if (strcmp(argv[i], eval_flags[f][0]) == 0 && i + 1 < argc)
+                flag = f;
+        if (flag >= 0) {
+            const char *value = argv[++i];
+            size_t len = strlen(eval_flags[flag][1]) + strlen(value) + 2;
+            char *assignment = malloc(len);
+            if (!assignment) {
+                fprintf(stderr, "d2v pretrain: out of memory\n");
+                free_args(sets, owned);
+                return 1;
+            }
+            snprintf(assignment, len, "%s=%s", eval_flags[flag][1], value);
+            if (owned[flag]) { /* given twice: the last one counts, as with --set */
+                for (int j = 0; j < n_sets; j++)
+                    if (sets[j] == owned[flag])
+                        sets[j] = assignment;
+                free(owned[flag]);
+            } else {
+                sets[n_sets++] = assignment;
+            }
+            owned[flag] = assignment;
+        } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             data = argv[++i];
         else if (strcmp(argv[i], "--run") == 0 && i + 1 < argc)
             run = argv[++i];
@@ -172,20 +218,20 @@ int cmd_pretrain(int argc, char **argv)
         else {
             fprintf(stderr, "d2v pretrain: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
-            free(sets);
+            free_args(sets, owned);
             return 2;
         }
     }
     if (!config || !data || !run) {
         fprintf(stderr, "d2v pretrain: CONFIG, --data and --run are required\n");
         usage(stderr);
-        free(sets);
+        free_args(sets, owned);
         return 2;
     }
     Setup s;
     D2vError err;
     if (setup_from_file(&s, config, n_sets, sets, &err) < 0) {
-        free(sets);
+        free_args(sets, owned);
         setup_free(&s);
         return fail("pretrain", &err);
     }
@@ -212,17 +258,17 @@ int cmd_pretrain(int argc, char **argv)
     int rc = train_run(&opt, &err);
     setup_free(&s);
     if (rc < 0) {
-        free(sets);
+        free_args(sets, owned);
         return fail("pretrain", &err);
     }
     if (rc == 1) {
         fprintf(stderr, "%sd2v pretrain: stopped by %s; checkpoint saved. Continue with:\n", progress.tty ? "\n" : "",
                 stop_requested == SIGTERM ? "SIGTERM" : "SIGINT");
         print_resume_command(stderr, config, data, run, n_sets, sets);
-        free(sets);
+        free_args(sets, owned);
         return 128 + stop_requested;
     }
-    free(sets);
+    free_args(sets, owned);
     fprintf(stderr, "d2v pretrain: done; the model is %s/last.safetensors\n", run);
     return 0;
 }

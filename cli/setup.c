@@ -115,24 +115,8 @@ int setup_model(Setup *s, Model *m, const char *checkpoint, const char *random_i
 int setup_features(Setup *s, Model *m, const char *path, int labeled, Pool pool, int batch_size, FeatureSet *out,
                    D2vError *err)
 {
-    memset(out, 0, sizeof *out);
-    if (s->mod->open(s->mcfg, path, labeled, &out->dataset, err) < 0)
-        return -1;
-    out->n = s->mod->dataset_size(out->dataset);
-    out->dim = m->d2v.encoder.dim;
-    out->n_classes = s->mod->dataset_classes(out->dataset, &out->class_names);
-    out->features = d2v_malloc((size_t)out->n * out->dim * sizeof(float), err);
-    out->labels = d2v_malloc((size_t)out->n * sizeof(int), err);
-    if (!out->features || !out->labels)
-        return -1;
-    return extract_features(m, s->mcfg, out->dataset, batch_size, pool, out->features, out->labels, err);
-}
-
-void feature_set_free(Setup *s, FeatureSet *f)
-{
-    if (f->dataset)
-        s->mod->dataset_close(f->dataset);
-    free(f->features);
-    free(f->labels);
-    memset(f, 0, sizeof *f);
+    return feature_set_open(out, s->mod, s->mcfg, path, labeled, m->d2v.encoder.dim, err) < 0 ||
+                   feature_set_embed(out, m, s->mcfg, pool, batch_size, err) < 0
+               ? -1
+               : 0;
 }

@@ -5,7 +5,7 @@
 #define D2V_CLI_SETUP_H
 
 #include "config.h"
-#include "pooling.h"
+#include "evaluate.h"
 #include "modality.h"
 
 typedef struct {
@@ -28,17 +28,10 @@ int setup_model(Setup *s, Model *m, const char *checkpoint, const char *random_i
                 D2vError *err);
 
 /* Features of every item under path (labeled: class subdirectories), one
- * row per item; the dataset stays open for names (caller closes). */
-typedef struct {
-    void *dataset;
-    int n, dim, n_classes;
-    const char *const *class_names;
-    float *features;
-    int *labels;
-} FeatureSet;
+ * row per item (core/evaluate.h); the dataset stays open for names
+ * (feature_set_free closes it). */
 int setup_features(Setup *s, Model *m, const char *path, int labeled, Pool pool, int batch_size, FeatureSet *out,
                    D2vError *err);
-void feature_set_free(Setup *s, FeatureSet *f);
 
 /* Prints a one-line error in the d2v style and returns the exit status. */
 int fail(const char *command, const D2vError *err);

@@ -961,6 +961,18 @@ static const ConfigKey core_keys[] = {
 
     KEY(data, on_error, CK_CHOICE, "skip", 0, 0, "skip|fail",
         "an unreadable example is skipped with a warning, or stops the run"),
+
+    KEY(eval, every, CK_INT, "0", 0, MANY, NULL,
+        "k-NN evaluation every this many updates and at the end, keeping best-knn.safetensors; 0 = off"),
+    KEY(eval, train, CK_STRING, "", 0, 0, NULL,
+        "labeled training set of the periodic k-NN (as d2v eval knn --train)"),
+    KEY(eval, test, CK_STRING, "", 0, 0, NULL,
+        "labeled test set of the periodic k-NN (as d2v eval knn --test)"),
+    KEY(eval, k, CK_INT, "20", 1, 100000, NULL, "neighbours of the periodic k-NN (as d2v eval knn --k)"),
+    KEY(eval, batch, CK_INT, "64", 1, 1048576, NULL,
+        "items per forward pass of the periodic k-NN (as d2v eval knn --batch)"),
+    KEY(eval, pool, CK_CHOICE, "mean", 0, 0, "mean|cls|topk",
+        "pooling of the periodic k-NN's features (as d2v eval knn --pool)"),
 };
 
 ConfigTable d2v_config_table(D2vConfig *cfg)
@@ -993,5 +1005,8 @@ int d2v_config_validate(const D2vConfig *cfg, D2vError *err)
     if (cfg->ema.end_decay < cfg->ema.decay)
         return d2v_fail(err, "ema.end_decay = %g is below ema.decay = %g", cfg->ema.end_decay,
                         cfg->ema.decay);
+    if (cfg->eval.every > 0 && (!cfg->eval.train[0] || !cfg->eval.test[0]))
+        return d2v_fail(err, "eval.every = %lld needs eval.train and eval.test (labeled sets, as d2v eval knn "
+                        "--train/--test)", (long long)cfg->eval.every);
     return 0;
 }

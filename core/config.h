@@ -101,6 +101,13 @@ typedef struct {
     struct {
         char on_error[CONFIG_STR_LEN]; /* skip | fail */
     } data;
+    struct {
+        int64_t every;                 /* k-NN every this many updates; 0 = off */
+        char train[CONFIG_STR_LEN];    /* labeled sets, as `d2v eval knn --train/--test` */
+        char test[CONFIG_STR_LEN];
+        int64_t k, batch;              /* as `d2v eval knn --k/--batch` */
+        char pool[CONFIG_STR_LEN];     /* mean | cls | topk, as --pool */
+    } eval;
 } D2vConfig;
 
 /* The table describing D2vConfig, bound to cfg. */

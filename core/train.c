@@ -2,6 +2,7 @@
 
 #include "checkpoint.h"
 #include "ema.h"
+#include "evaluate.h"
 #include "loader.h"
 
 #include <dirent.h>
@@ -120,12 +121,12 @@ static int parse_checkpoint_name(const char *name, int64_t *step)
 }
 
 /* A temporary file of one of our atomic writes: NAME.tmp.<pid> for a
- * checkpoint, last.safetensors or config.ini (nothing else a user might
- * keep in the directory). */
+ * checkpoint, last.safetensors, best-knn.safetensors or config.ini (nothing
+ * else a user might keep in the directory). */
 static int is_temp_name(const char *name)
 {
     if (strncmp(name, "checkpoint-", 11) != 0 && strncmp(name, "last.safetensors.tmp.", 21) != 0 &&
-        strncmp(name, "config.ini.tmp.", 15) != 0)
+        strncmp(name, "best-knn.safetensors.tmp.", 25) != 0 && strncmp(name, "config.ini.tmp.", 15) != 0)
         return 0;
     const char *t = strstr(name, ".tmp.");
     if (!t || !t[5])
@@ -171,15 +172,23 @@ static void describe_checkpoint(char *out, size_t len, const char *run_dir, int6
         snprintf(out, len, "%s/%s (step %lld)", run_dir, name, (long long)step);
 }
 
-static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step, KeptCheckpoints *kept,
-                           int64_t *last_saved, D2vError *err)
+/* What a checkpoint of this step stores besides tensors: the step, the
+ * run's RNG and the best periodic k-NN so far. */
+static TrainState train_state(const TrainOptions *opt, int64_t step, const TrainState *best)
+{
+    TrainState state = {.step = step, .best_knn_step = best->best_knn_step, .best_knn = best->best_knn};
+    rng_init(&state.rng, (uint64_t)opt->cfg->train.seed, 0);
+    return state;
+}
+
+static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step, const TrainState *best,
+                           KeptCheckpoints *kept, int64_t *last_saved, D2vError *err)
 {
     char name[64], path[4096];
     checkpoint_name(name, sizeof name, step);
     if (path_in(path, sizeof path, opt->run_dir, name, err) < 0)
         return -1;
-    TrainState state = {step, {0}};
-    rng_init(&state.rng, (uint64_t)opt->cfg->train.seed, 0);
+    TrainState state = train_state(opt, step, best);
     if (checkpoint_save(path, &m->ps, &state, opt->config_text, err) < 0 ||
         update_last(opt->run_dir, name, err) < 0) {
         /* A full disk ends here: the write went to a temporary file, so the
@@ -194,7 +203,8 @@ static int save_checkpoint(const TrainOptions *opt, const Model *m, int64_t step
     if (opt->on_checkpoint)
         opt->on_checkpoint(opt->ctx, path);
     /* Keep the newest train.keep_last files, never the one just written:
-     * `last` points at it. */
+     * `last` points at it. Only checkpoint-N files are counted, so
+     * best-knn.safetensors is never rotated away. */
     if (kept_insert(kept, step, err) < 0)
         return -1;
     for (int i = 0; kept->n > opt->cfg->train.keep_last && i < kept->n;) {
@@ -389,6 +399,9 @@ static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
           json_object_set_new(o, "skipped", json_integer((json_int_t)s->skipped)) ||
           json_object_set_new(o, "nonfinite_skipped", json_integer((json_int_t)s->nonfinite_skipped)) ||
           json_object_set_new(o, "seconds", json_number(s->seconds));
+    if (s->has_knn)
+        bad = bad || json_object_set_new(o, "knn", json_real(s->knn)) ||
+              json_object_set_new(o, "knn_top5", json_real(s->knn_top5));
     errno = 0;
     int rc = !bad && json_dumpf(o, f, JSON_COMPACT) == 0 && fputc('\n', f) != EOF && fflush(f) == 0 ? 0 : -1;
     int e = errno;
@@ -508,6 +521,106 @@ static int check_collapse(const D2vConfig *cfg, const StepResult *r, int64_t ste
     return 0;
 }
 
+/* ---- the periodic k-NN (eval.every) ------------------------------------------ */
+
+typedef struct {
+    int on;
+    Pool pool;
+    EvalSets sets;  /* open for the whole run; features overwritten each time */
+} PeriodicEval;
+
+#define BEST_KNN_NAME "best-knn.safetensors"
+
+/* Opens eval.train and eval.test and reads every item once, so a missing,
+ * empty, mislabeled or unreadable evaluation set stops the run before its
+ * first step rather than at step eval.every. */
+static int periodic_eval_open(const TrainOptions *opt, PeriodicEval *pe, D2vError *err)
+{
+    const D2vConfig *cfg = opt->cfg;
+    memset(pe, 0, sizeof *pe);
+    if (cfg->eval.every <= 0)
+        return 0;
+    pe->on = 1;
+    if (pool_parse(cfg->eval.pool, &pe->pool) < 0)
+        return d2v_fail(err, "eval.pool = %s: expected mean, cls or topk", cfg->eval.pool);
+    if (eval_sets_open(&pe->sets, opt->mod, opt->mcfg, cfg->eval.train, cfg->eval.test, (int)cfg->model.dim, err) < 0 ||
+        feature_set_check(&pe->sets.train, opt->mcfg, (int)cfg->eval.batch, err) < 0 ||
+        feature_set_check(&pe->sets.test, opt->mcfg, (int)cfg->eval.batch, err) < 0) {
+        char reason[D2V_ERR_LEN];
+        snprintf(reason, sizeof reason, "%s", err->msg);
+        return d2v_fail(err, "the periodic k-NN's data (eval.train, eval.test; eval.every = %lld): %s",
+                        (long long)cfg->eval.every, reason);
+    }
+    return 0;
+}
+
+/* On --resume: the best score so far is in the resumed checkpoint; a
+ * best-knn.safetensors written after it (the process died between the two)
+ * may hold a better one, which a later, worse evaluation must not replace. */
+static void adopt_best_file(const TrainOptions *opt, TrainState *best)
+{
+    char path[4096];
+    if (path_in(path, sizeof path, opt->run_dir, BEST_KNN_NAME, NULL) < 0 || access(path, F_OK) != 0)
+        return;
+    TrainState on_disk;
+    D2vError e;
+    char msg[D2V_ERR_LEN + 4400];
+    if (checkpoint_read_state(path, &on_disk, &e) < 0) {
+        snprintf(msg, sizeof msg, "%s; it will be replaced by the next k-NN evaluation that beats the resumed "
+                 "checkpoint's best", e.msg);
+        if (opt->notice)
+            opt->notice(opt->ctx, msg);
+    } else if (on_disk.best_knn_step > 0 && (best->best_knn_step == 0 || on_disk.best_knn > best->best_knn)) {
+        best->best_knn = on_disk.best_knn;
+        best->best_knn_step = on_disk.best_knn_step;
+    }
+    if (best->best_knn_step > 0 && opt->notice) {
+        snprintf(msg, sizeof msg, "best k-NN so far: top-1 %.4f at step %lld (%s)", best->best_knn,
+                 (long long)best->best_knn_step, path);
+        opt->notice(opt->ctx, msg);
+    }
+}
+
+/* The k-NN probe of the student as it is now, with the code and settings of
+ * `d2v eval knn --checkpoint` (evaluate.h); when it beats every earlier
+ * score, the whole training state goes to RUNDIR/best-knn.safetensors,
+ * written atomically like every checkpoint. Ties keep the earlier file. */
+static int periodic_eval(const TrainOptions *opt, PeriodicEval *pe, Model *m, int64_t step, TrainState *best,
+                         StepLog *log, D2vError *err)
+{
+    const D2vConfig *cfg = opt->cfg;
+    ProbeResult r;
+    if (eval_knn(&pe->sets, m, opt->mcfg, pe->pool, (int)cfg->eval.batch, (int)cfg->eval.k, &r, err) < 0) {
+        char reason[D2V_ERR_LEN];
+        snprintf(reason, sizeof reason, "%s", err->msg);
+        return d2v_fail(err, "step %lld: the periodic k-NN failed: %s", (long long)step, reason);
+    }
+    log->has_knn = 1;
+    log->knn = r.top1;
+    log->knn_top5 = r.top5;
+    log->new_best_knn = 0;
+    if (best->best_knn_step > 0 && !(r.top1 > best->best_knn))
+        return 0;
+    char path[4096];
+    if (path_in(path, sizeof path, opt->run_dir, BEST_KNN_NAME, err) < 0)
+        return -1;
+    TrainState next = {.best_knn_step = step, .best_knn = r.top1};
+    TrainState state = train_state(opt, step, &next);
+    if (checkpoint_save(path, &m->ps, &state, opt->config_text, err) < 0) {
+        char reason[D2V_ERR_LEN], previous[200] = "there is none yet";
+        snprintf(reason, sizeof reason, "%s", err->msg);
+        if (best->best_knn_step > 0)
+            snprintf(previous, sizeof previous, "it still holds step %lld (top-1 %.4f)",
+                     (long long)best->best_knn_step, best->best_knn);
+        return d2v_fail(err, "%s; stopping. %s is intact: %s", reason, BEST_KNN_NAME, previous);
+    }
+    *best = next;
+    log->new_best_knn = 1;
+    if (opt->on_checkpoint)
+        opt->on_checkpoint(opt->ctx, path);
+    return 0;
+}
+
 int train_run(const TrainOptions *opt, D2vError *err)
 {
     const D2vConfig *cfg = opt->cfg;
@@ -521,10 +634,17 @@ int train_run(const TrainOptions *opt, D2vError *err)
     KeptCheckpoints kept = {0};
     int64_t last_saved = -1; /* step of the newest complete checkpoint, -1: none */
     char last_path[4096];
+    PeriodicEval pe = {0};
+    TrainState best = {0};   /* the best periodic k-NN so far (best_knn_step 0: none) */
     /* Cheap checks first: the data, then the memory, then the run directory,
-     * so a mistake is reported before anything is written. */
-    if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 ||
-        model_build(&m, cfg, opt->mod, opt->mcfg, (int)cfg->train.batch_size, threads, err) < 0 ||
+     * so a mistake is reported before anything is written. The activations
+     * fit a training batch and an evaluation batch (eval.batch, like
+     * `d2v eval --batch`, so both embed in the same batches). */
+    int64_t rows = cfg->train.batch_size;
+    if (cfg->eval.every > 0 && cfg->eval.batch > rows)
+        rows = cfg->eval.batch;
+    if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 || periodic_eval_open(opt, &pe, err) < 0 ||
+        model_build(&m, cfg, opt->mod, opt->mcfg, (int)rows, threads, err) < 0 ||
         prepare_run_dir(opt, last_path, sizeof last_path, &lock_fd, &kept, err) < 0)
         goto out;
     int64_t step = 0;
@@ -542,11 +662,15 @@ int train_run(const TrainOptions *opt, D2vError *err)
         if (checkpoint_load(resume_path, &m.ps, &state, err) < 0)
             goto out;
         step = last_saved = state.step;
+        best.best_knn_step = state.best_knn_step;
+        best.best_knn = state.best_knn;
         if (opt->notice) {
             char msg[8300];
             snprintf(msg, sizeof msg, "resuming from %s (step %lld)", resume_path, (long long)step);
             opt->notice(opt->ctx, msg);
         }
+        if (pe.on)
+            adopt_best_file(opt, &best);
     }
     char log_path[4096];
     if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0 ||
@@ -615,12 +739,17 @@ int train_run(const TrainOptions *opt, D2vError *err)
                 goto out;
         }
         double seconds = now_seconds() - t0;
-        if (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0]) {
-            StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
-                         .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
-                         .frontend_var = r.frontend_var, .positions_per_s = (double)batch->B * m.N / seconds,
-                         .seconds = now_seconds() - started, .n_loss = r.n_loss, .skipped = skipped,
-                         .nonfinite_skipped = nonfinite_skipped};
+        StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
+                     .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
+                     .frontend_var = r.frontend_var, .positions_per_s = (double)batch->B * m.N / seconds,
+                     .n_loss = r.n_loss, .skipped = skipped, .nonfinite_skipped = nonfinite_skipped};
+        /* Before the checkpoint, so it stores the best score including this
+         * one (a resumed run must not replace a better best-knn). */
+        const int eval_now = pe.on && (step % cfg->eval.every == 0 || step == cfg->train.steps);
+        if (eval_now && periodic_eval(opt, &pe, &m, step, &best, &s, err) < 0)
+            goto out;
+        if (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0] || eval_now) {
+            s.seconds = now_seconds() - started;
             if (log_jsonl(log, log_path, &s, err) < 0)
                 goto out;
             if (opt->on_log)
@@ -628,7 +757,7 @@ int train_run(const TrainOptions *opt, D2vError *err)
         }
         const int stopping = opt->stop_requested && *opt->stop_requested && step < cfg->train.steps;
         if ((cfg->train.save_every > 0 && step % cfg->train.save_every == 0) || step == cfg->train.steps || stopping)
-            if (save_checkpoint(opt, &m, step, &kept, &last_saved, err) < 0)
+            if (save_checkpoint(opt, &m, step, &best, &kept, &last_saved, err) < 0)
                 goto out;
         if (stopping) {
             stopped = 1;
@@ -640,6 +769,7 @@ out:
     loader_stop(loader);
     if (dataset)
         opt->mod->dataset_close(dataset);
+    eval_sets_close(&pe.sets);
     if (log)
         fclose(log);
     if (lock_fd >= 0)

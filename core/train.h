@@ -17,6 +17,9 @@ typedef struct {
     int n_loss;
     int64_t skipped;       /* unreadable inputs replaced so far */
     int64_t nonfinite_skipped; /* updates not applied (train.on_nonfinite=skip) */
+    int has_knn;           /* the periodic k-NN ran at this step (eval.every): */
+    double knn, knn_top5;  /* its top-1 and top-5 */
+    int new_best_knn;      /* knn beat every earlier one: best-knn.safetensors was written */
 } StepLog;
 
 typedef struct {
@@ -65,7 +68,12 @@ void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Sche
  * Counts in StepLog (skipped, nonfinite_skipped) start at 0 in each process.
  *
  * The run directory holds config.ini, log.jsonl, checkpoint-N.safetensors,
- * last.safetensors and pretrain.lock (held while a process trains there).
+ * last.safetensors, pretrain.lock (held while a process trains there) and,
+ * with eval.every > 0, best-knn.safetensors: every eval.every steps and at
+ * the end the student is k-NN-probed on eval.train/eval.test exactly as
+ * `d2v eval knn --checkpoint` would (evaluate.h), the score goes on that
+ * step's log line, and a new best is saved there. The evaluation sets are
+ * opened and read before the first step, so bad ones fail at once.
  * Starting, it deletes the NAME.tmp.<pid> files an interrupted write left,
  * counts the checkpoints on disk toward train.keep_last, and on --resume
  * cuts an incomplete last line from log.jsonl. */
