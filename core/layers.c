@@ -257,18 +257,31 @@ void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n)
 
 /* ---- dropout -------------------------------------------------------------------- */
 
-/* One Philox block gives four uniforms: elements are processed in groups of
- * four so each block is computed once. */
-static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
+/* Uniforms are drawn in chunks so each Philox block (four values) is
+ * computed once; a chunk is a multiple of four, so chunks share no block. */
+#define DROPOUT_CHUNK 1024
+
+/* out[k] = in[k] / (1 - p) where uniform first+k of the site is >= p, else 0,
+ * for k < n. Serial: called inside parallel loops. */
+static void dropout_range(real *out, const real *in, uint64_t first, size_t n, DropoutSite s)
 {
     const real keep_scale = R(1) / (R(1) - s.p);
-    const size_t groups = (n + 3) / 4;
+    float u[DROPOUT_CHUNK];
+    for (size_t done = 0; done < n; done += DROPOUT_CHUNK) {
+        const size_t len = n - done < DROPOUT_CHUNK ? n - done : DROPOUT_CHUNK;
+        rng_uniforms_at(s.seed, s.site, s.step, first + done, len, u);
+        for (size_t k = 0; k < len; k++)
+            out[done + k] = u[k] >= (float)s.p ? in[done + k] * keep_scale : 0;
+    }
+}
+
+static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
+{
+    const size_t chunks = (n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK;
 #pragma omp parallel for schedule(static)
-    for (size_t g = 0; g < groups; g++) {
-        for (size_t i = g * 4; i < g * 4 + 4 && i < n; i++) {
-            float u = rng_uniform_at(s.seed, s.site, s.step, i);
-            out[i] = u >= (float)s.p ? in[i] * keep_scale : 0;
-        }
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t first = c * DROPOUT_CHUNK, len = n - first < DROPOUT_CHUNK ? n - first : DROPOUT_CHUNK;
+        dropout_range(out + first, in + first, first, len, s);
     }
 }
 
@@ -351,9 +364,7 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
             real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
             DropoutSite s = drop;
             s.site = (drop.site << 16) + (uint64_t)bh; /* a distinct stream per (b,h) */
-            const real keep_scale = R(1) / (R(1) - s.p);
-            for (size_t i = 0; i < (size_t)N * N; i++)
-                tile[i] = rng_uniform_at(s.seed, s.site, s.step, i) >= (float)s.p ? p[i] * keep_scale : 0;
+            dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, v, row, R(0),
@@ -381,8 +392,7 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);
         const real *pv = p;
         if (drop.p > 0) {
-            for (size_t i = 0; i < (size_t)N * N; i++)
-                tile[i] = rng_uniform_at(s.seed, s.site, s.step, i) >= (float)s.p ? p[i] * keep_scale : 0;
+            dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
         /* dV = P'^T dO;  dP' = dO V^T */
@@ -392,10 +402,14 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         for (int i = 0; i < N; i++) {
             const real *pi = p + (size_t)i * N;
             real *dpi = dp + (size_t)i * N;
-            if (drop.p > 0)
+            /* The forward's mask, read back from the dropped tile: where it
+             * is 0 either the key was dropped or P is 0, and then dS is 0
+             * whatever dP is, so the Philox draws need not be redone. */
+            if (drop.p > 0) {
+                const real *ti = tile + (size_t)i * N;
                 for (int j = 0; j < N; j++)
-                    dpi[j] = rng_uniform_at(s.seed, s.site, s.step, (size_t)i * N + j) >= (float)s.p
-                        ? dpi[j] * keep_scale : 0;
+                    dpi[j] = ti[j] != 0 ? dpi[j] * keep_scale : 0;
+            }
             real dot = 0;
             for (int j = 0; j < N; j++)
                 dot += dpi[j] * pi[j];
