@@ -63,8 +63,16 @@ void d2v_bind(Data2vec *m, const ParamStore *ps)
 void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads)
 {
     const size_t M = (size_t)B * N, D = (size_t)m->encoder.dim;
+    /* The teacher's scratch overlays the student's activations: the teacher
+     * runs first and is done (its targets are in target_sum, below) before
+     * the student writes anything (issue 6: peak memory). */
+    const size_t start = arena->used;
     transformer_layout(&a->student, arena, &m->encoder, B, N, 1, threads);
+    const size_t student_end = arena->used;
+    arena->used = start;
     transformer_layout(&a->teacher, arena, &m->encoder, B, N, 0, threads);
+    if (arena->used < student_end)
+        arena->used = student_end;
     a->target_sum = arena_take(arena, M * D);
     a->tap_norm = arena_take(arena, M * D);
     /* Layer norm keeps M statistics, instance norm B*D. */

@@ -48,6 +48,9 @@ typedef struct {
 /* Builds the encoder and head from the config and registers their tensors. */
 int d2v_register(Data2vec *m, ParamStore *ps, const D2vConfig *cfg, D2vError *err);
 void d2v_bind(Data2vec *m, const ParamStore *ps);
+/* Lays out the activations for B x N inputs. The teacher's scratch shares
+ * memory with the student's activations: run the teacher (targets) before
+ * the student, as a step does; a student forward clobbers the teacher's. */
 void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads);
 
 /* Step 4 of DESIGN §3: the teacher (weights ps->teacher, eval mode) on the

@@ -91,7 +91,8 @@ void transformer_bind(Transformer *t, const ParamStore *ps)
 
 /* ---- activations -------------------------------------------------------------- */
 
-static void layout_block(BlockActs *b, Arena *arena, const Transformer *t, int B, int N)
+static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shared, const Transformer *t, int B,
+                         int N)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
     b->ln1_out = arena_take(arena, M * D);
@@ -100,14 +101,14 @@ static void layout_block(BlockActs *b, Arena *arena, const Transformer *t, int B
     b->qkv = arena_take(arena, M * 3 * D);
     b->probs = arena_take(arena, (size_t)B * t->heads * N * N);
     b->att = arena_take(arena, M * D);
-    b->proj = arena_take(arena, M * D);
+    b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
     b->ln2_out = arena_take(arena, M * D);
     b->ln2_mean = arena_take(arena, M);
     b->ln2_rstd = arena_take(arena, M);
     b->fc1 = arena_take(arena, M * F);
-    b->act = arena_take(arena, M * F);
-    b->ffn = arena_take(arena, M * D);
+    b->act = shared->act_scratch;
+    b->ffn = shared->ffn_scratch;
     b->res2 = arena_take(arena, M * D);
     b->out = t->layout == LAYOUT_POST_LN ? b->ln2_out : b->res2;
 }
@@ -124,8 +125,11 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->norm_mean = arena_take(arena, M);
     a->norm_rstd = arena_take(arena, M);
     a->output = arena_take(arena, M * D);
+    a->proj_scratch = arena_take(arena, M * D);
+    a->act_scratch = arena_take(arena, M * F);
+    a->ffn_scratch = arena_take(arena, M * D);
     for (int l = 0; l < a->n_blocks; l++)
-        layout_block(&a->blocks[l], arena, t, B, N);
+        layout_block(&a->blocks[l], arena, a, t, B, N);
     a->attn_scratch = arena_take(arena, attention_scratch_size(N, threads));
     if (!keep_all)
         return;
@@ -203,6 +207,10 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     }
     /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
     dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN));
+    /* fc2's input was not kept (act is shared by the blocks): recompute it,
+     * dropout included (its mask is a function of the step and layer). */
+    gelu_forward(a->act, a->fc1, (size_t)M * F);
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
     linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
     dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
     gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
