@@ -43,6 +43,16 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
 
 /* ---- layer norm ----------------------------------------------------------- */
 
+/* One row's normalisation from its statistics: shared by the forward and
+ * the recompute, so both give the same bits. */
+static inline void layernorm_row(real *y, const real *x, real mu, real r, const real *gamma, const real *beta, int D)
+{
+    for (int d = 0; d < D; d++) {
+        real xhat = (x[d] - mu) * r;
+        y[d] = gamma ? xhat * gamma[d] + beta[d] : xhat;
+    }
+}
+
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps)
 {
@@ -59,13 +69,18 @@ void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const 
             var += (x[d] - mu) * (x[d] - mu);
         var /= (real)D; /* biased, as torch.nn.functional.layer_norm */
         real r = R(1) / sqrt(var + eps);
-        for (int d = 0; d < D; d++) {
-            real xhat = (x[d] - mu) * r;
-            y[d] = gamma ? xhat * gamma[d] + beta[d] : xhat;
-        }
+        layernorm_row(y, x, mu, r, gamma, beta, D);
         mean[m] = mu;
         rstd[m] = r;
     }
+}
+
+void layernorm_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int M, int D)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
 }
 
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,

@@ -29,6 +29,10 @@ void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const 
                        const real *beta, int M, int D, real eps);
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D);
+/* out (M,D) = the forward's output again, from its input and saved mean and
+ * 1/std: the backward recomputes a normalised input instead of keeping it. */
+void layernorm_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int M, int D);
 
 /* Instance norm (no affine): per sample b and channel d, normalise over the
  * N positions that are not padding (pad[b*N+n] != 0 marks padding; pad may

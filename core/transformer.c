@@ -95,7 +95,7 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
                          int N)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
-    b->ln1_out = arena_take(arena, M * D);
+    b->ln1_out = shared->ln1_scratch;
     b->ln1_mean = arena_take(arena, M);
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
@@ -103,7 +103,8 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
     b->att = arena_take(arena, M * D);
     b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
-    b->ln2_out = arena_take(arena, M * D);
+    /* Post-LN's ln2_out is the block's output, which the next block reads. */
+    b->ln2_out = t->layout == LAYOUT_POST_LN ? arena_take(arena, M * D) : shared->ln2_scratch;
     b->ln2_mean = arena_take(arena, M);
     b->ln2_rstd = arena_take(arena, M);
     b->fc1 = arena_take(arena, M * F);
@@ -125,6 +126,8 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->norm_mean = arena_take(arena, M);
     a->norm_rstd = arena_take(arena, M);
     a->output = arena_take(arena, M * D);
+    a->ln1_scratch = arena_take(arena, M * D);
+    a->ln2_scratch = t->layout == LAYOUT_POST_LN ? NULL : arena_take(arena, M * D);
     a->proj_scratch = arena_take(arena, M * D);
     a->act_scratch = arena_take(arena, M * F);
     a->ffn_scratch = arena_take(arena, M * D);
@@ -214,6 +217,11 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
     dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
     gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
+    /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
+    if (post)
+        layernorm_recompute(a->ln1_out, a->res1, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
+    else
+        layernorm_recompute(a->ln2_out, a->res1, a->ln2_mean, a->ln2_rstd, w + p->ln2_w, w + p->ln2_b, M, D);
     if (post) {
         /* d h = d_a (residual) + fc1 path */
         linear_backward(s->d_a, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 1);
@@ -236,6 +244,7 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         memcpy(d_stream, d_res1, MD * sizeof(real));
         linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
     } else {
+        layernorm_recompute(a->ln1_out, a->x, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
         linear_backward(s->d_a, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->ln1_out, w + p->qkv_w, M, D, 3 * D, 0);
         layernorm_backward(d_stream, g + p->ln1_w, g + p->ln1_b, s->d_a, a->x, a->ln1_mean, a->ln1_rstd,
                            w + p->ln1_w, M, D);

@@ -39,17 +39,19 @@ typedef struct {
 /* One block's saved activations (M = B*N rows). */
 typedef struct {
     const real *x;           /* the block's input (not owned) */
-    real *ln1_out, *ln1_mean, *ln1_rstd;
+    real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
     real *probs;             /* (B,H,N,N) */
     real *att, *res1;        /* (M,D) */
-    real *ln2_out, *ln2_mean, *ln2_rstd;
+    real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared in pre-LN */
     real *fc1;               /* (M,F) */
     /* Not read by the backward, so shared by all blocks and valid only until
      * the next block's forward (the teacher reads its ffn tap in between):
      * proj (M,D) the attention output projection, act (M,F) GELU(fc1), the
      * largest tensor of a block, recomputed by block_backward, and ffn (M,D)
-     * the FFN output before the last residual. Issue 6: a fifth less memory. */
+     * the FFN output before the last residual. Likewise the layer norms'
+     * outputs that are only GEMM inputs (recomputed from the saved mean and
+     * 1/std). Issue 6: a third less activation memory. */
     real *proj, *act, *ffn;
     real *res2;              /* (M,D) */
     real *out;               /* the block's end output: ln2_out (post) or res2 (pre) */
@@ -63,7 +65,9 @@ typedef struct {
     real *output;     /* (M,D) the encoder's output */
     BlockActs blocks[MAX_LAYERS];
     real *attn_scratch;
-    real *proj_scratch, *act_scratch, *ffn_scratch; /* what every block's proj, act, ffn point to */
+    /* What every block's proj, act, ffn and ln1_out (and pre-LN's ln2_out)
+     * point to. */
+    real *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch;
     /* backward scratch, shared by all blocks */
     real *d_a, *d_b, *d_c, *d_stream, *d_f, *d_qkv;
 } TransformerActs;
