@@ -238,7 +238,7 @@ void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const 
     memset(a->d_output, 0, (size_t)M * D * sizeof(real));
     for (int p = 0; p < P; p++)
         memcpy(a->d_output + (size_t)a->loss_rows[p] * D, a->d_head_in + (size_t)p * D, (size_t)D * sizeof(real));
-    transformer_backward(t, w, g, &a->student, x_student, a->d_output, d_x_student, B, N, mode);
+    transformer_backward(t, w, g, &a->student, x_student, pad, a->d_output, d_x_student, B, N, mode);
 }
 
 /* Forward FLOPs of one block on B rows of N positions: the four projections

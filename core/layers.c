@@ -318,8 +318,9 @@ void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site)
 
 size_t attention_scratch_size(int N, int threads)
 {
-    /* Per thread: one (N,N) score/probability tile and one for its gradient. */
-    return (size_t)threads * 2 * (size_t)N * (size_t)N;
+    /* Per thread, (N,N) tiles: the recomputed probabilities, their dropped
+     * version and their gradient. */
+    return (size_t)threads * 3 * (size_t)N * (size_t)N;
 }
 
 /* Softmax over one row of scores in place; padded keys get probability 0,
@@ -357,6 +358,17 @@ static void softmax_row(real *row, const uint8_t *key_pad, int N)
         row[j] *= inv;
 }
 
+/* p (N,N) = softmax(scale q k^T) for one (batch, head): q and k are strided
+ * rows of qkv. The forward and the backward's recompute share it, so both
+ * get the same bits. */
+static void attention_probs(real *p, const real *q, const real *k, const uint8_t *key_pad, int N, int Dh, int row,
+                            real scale)
+{
+    gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, scale, q, row, k, row, R(0), p, N);
+    for (int i = 0; i < N; i++)
+        softmax_row(p + (size_t)i * N, key_pad, N);
+}
+
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch)
 {
@@ -371,12 +383,10 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
         const real *k = q + D, *v = q + 2 * D;
         real *p = probs + (size_t)bh * N * N;
         const uint8_t *key_pad = pad ? pad + (size_t)b * N : NULL;
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, scale, q, row, k, row, R(0), p, N);
-        for (int i = 0; i < N; i++)
-            softmax_row(p + (size_t)i * N, key_pad, N);
+        attention_probs(p, q, k, key_pad, N, Dh, row, scale);
         const real *pv = p;
         if (drop.p > 0) {
-            real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
+            real *tile = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
             DropoutSite s = drop;
             s.site = (drop.site << 16) + (uint64_t)bh; /* a distinct stream per (b,h) */
             dropout_range(tile, p, 0, (size_t)N * N, s);
@@ -387,8 +397,8 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
     }
 }
 
-void attention_backward(real *d_qkv, const real *d_out, const real *probs, const real *qkv, int B, int N,
-                        int D, int H, DropoutSite drop, real *scratch)
+void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
+                        int H, DropoutSite drop, real *scratch)
 {
     const int Dh = D / H, row = 3 * D;
     const real scale = R(1) / sqrt((real)Dh);
@@ -398,10 +408,13 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         const size_t qoff = (size_t)b * N * row + (size_t)h * Dh;
         const real *q = qkv + qoff, *k = q + D, *v = q + 2 * D;
         real *dq = d_qkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
-        const real *p = probs + (size_t)bh * N * N;
         const real *dout = d_out + (size_t)b * N * D + (size_t)h * Dh;
-        real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
-        real *dp = tile + (size_t)N * N;
+        real *p = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
+        real *tile = p + (size_t)N * N, *dp = tile + (size_t)N * N;
+        /* The probabilities are recomputed rather than kept per layer: an
+         * N x N x Dh GEMM more per head, and (B,H,N,N) less memory per layer
+         * (issue 6). */
+        attention_probs(p, q, k, pad ? pad + (size_t)b * N : NULL, N, Dh, row, scale);
         DropoutSite s = drop;
         s.site = (drop.site << 16) + (uint64_t)bh;
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);

@@ -59,13 +59,14 @@ void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site)
 
 /* Multi-head softmax attention. qkv (B,N,3D) holds q|k|v per row, each D =
  * H heads x Dh channels. out (B,N,D) = softmax(q k^T / sqrt(Dh)) v per head.
- * Keys with pad != 0 get zero weight. probs (B,H,N,N) is kept for the
- * backward (pre-dropout); scratch needs attention_scratch_size() reals. */
+ * Keys with pad != 0 get zero weight. probs (B,H,N,N) gets the attention
+ * probabilities (pre-dropout) for inspection; the backward recomputes them
+ * from qkv and pad. scratch needs attention_scratch_size() reals. */
 size_t attention_scratch_size(int N, int threads);
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch);
-void attention_backward(real *d_qkv, const real *d_out, const real *probs, const real *qkv, int B, int N,
-                        int D, int H, DropoutSite drop, real *scratch);
+void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
+                        int H, DropoutSite drop, real *scratch);
 
 /* Replaces the rows where mask != 0 by a learned vector emb (D): how image
  * and speech hide input (wav2vec 2.0 / BEiT). x (B*N, D). */

@@ -99,7 +99,7 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
     b->ln1_mean = arena_take(arena, M);
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
-    b->probs = arena_take(arena, (size_t)B * t->heads * N * N);
+    b->probs = shared->probs_scratch;
     b->att = arena_take(arena, M * D);
     b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
@@ -126,6 +126,7 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->norm_mean = arena_take(arena, M);
     a->norm_rstd = arena_take(arena, M);
     a->output = arena_take(arena, M * D);
+    a->probs_scratch = arena_take(arena, (size_t)B * t->heads * N * N);
     a->ln1_scratch = arena_take(arena, M * D);
     a->ln2_scratch = t->layout == LAYOUT_POST_LN ? NULL : arena_take(arena, M * D);
     a->proj_scratch = arena_take(arena, M * D);
@@ -190,7 +191,7 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
 }
 
 void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
-                    TransformerActs *s, real *d_stream, int B, int N, ForwardMode mode)
+                    TransformerActs *s, real *d_stream, const uint8_t *pad, int B, int N, ForwardMode mode)
 {
     const BlockParams *p = &t->blocks[layer];
     const int M = B * N, D = t->dim, F = t->ffn_dim;
@@ -238,7 +239,7 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))) */
     dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ));
     linear_backward(s->d_c, g + p->proj_w, g + p->proj_b, s->d_a, a->att, w + p->proj_w, M, D, D, 0);
-    attention_backward(s->d_qkv, s->d_c, a->probs, a->qkv, B, N, D, t->heads,
+    attention_backward(s->d_qkv, s->d_c, a->qkv, pad, B, N, D, t->heads,
                        site(mode, t->attention_dropout, layer, SITE_ATTN), s->attn_scratch);
     if (post) {
         memcpy(d_stream, d_res1, MD * sizeof(real));
@@ -280,7 +281,7 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
 }
 
 void transformer_backward(const Transformer *t, const real *w, real *g, TransformerActs *a, const real *x,
-                          const real *d_out, real *d_x, int B, int N, ForwardMode mode)
+                          const uint8_t *pad, const real *d_out, real *d_x, int B, int N, ForwardMode mode)
 {
     const int M = B * N, D = t->dim;
     const size_t MD = (size_t)M * D;
@@ -292,7 +293,7 @@ void transformer_backward(const Transformer *t, const real *w, real *g, Transfor
     else
         memcpy(d, d_out, MD * sizeof(real));
     for (int l = t->layers - 1; l >= 0; l--)
-        block_backward(t, l, w, g, &a->blocks[l], a, d, B, N, mode);
+        block_backward(t, l, w, g, &a->blocks[l], a, d, pad, B, N, mode);
     if (t->layout == LAYOUT_POST_LN) {
         dropout_backward(d, d, MD, input_drop);
         layernorm_backward(d_x, g + t->norm_w, g + t->norm_b, d, x, a->norm_mean, a->norm_rstd, w + t->norm_w, M, D);

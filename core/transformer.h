@@ -41,7 +41,7 @@ typedef struct {
     const real *x;           /* the block's input (not owned) */
     real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
-    real *probs;             /* (B,H,N,N) */
+    real *probs;             /* (B,H,N,N) shared: after a forward, the last block's */
     real *att, *res1;        /* (M,D) */
     real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared in pre-LN */
     real *fc1;               /* (M,F) */
@@ -67,7 +67,7 @@ typedef struct {
     real *attn_scratch;
     /* What every block's proj, act, ffn and ln1_out (and pre-LN's ln2_out)
      * point to. */
-    real *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch;
+    real *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch, *probs_scratch;
     /* backward scratch, shared by all blocks */
     real *d_a, *d_b, *d_c, *d_stream, *d_f, *d_qkv;
 } TransformerActs;
@@ -97,13 +97,13 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
 /* d_stream (M,D): in, gradient of the loss w.r.t. the block's output; out,
  * w.r.t. its input. g: the gradient buffer. */
 void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
-                    TransformerActs *scratch, real *d_stream, int B, int N, ForwardMode mode);
+                    TransformerActs *scratch, real *d_stream, const uint8_t *pad, int B, int N, ForwardMode mode);
 
 /* The student encoder: x (M,D) -> a->output (M,D), every activation kept. */
 void transformer_forward(const Transformer *t, const real *w, TransformerActs *a, const real *x,
                          const uint8_t *pad, int B, int N, ForwardMode mode);
 /* d_out (M,D) -> d_x (M,D) (overwritten), parameter gradients into g. */
 void transformer_backward(const Transformer *t, const real *w, real *g, TransformerActs *a, const real *x,
-                          const real *d_out, real *d_x, int B, int N, ForwardMode mode);
+                          const uint8_t *pad, const real *d_out, real *d_x, int B, int N, ForwardMode mode);
 
 #endif
