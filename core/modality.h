@@ -90,6 +90,10 @@ struct Modality {
      * and backward (2*M*N*K per GEMM or convolution). */
     void (*synthetic_batch)(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch);
     void (*flops)(const void *fe, int B, double *forward, double *backward);
+    /* For `d2v bench --data` (optional): how much input a loaded batch
+     * holds, in the modality's own unit (*unit: "images", "s of audio",
+     * "tokens"), so the loader's rate reads in the unit users think in. */
+    double (*batch_amount)(const void *mcfg, const Batch *batch, const char **unit);
 };
 
 #endif

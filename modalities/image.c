@@ -301,6 +301,13 @@ static void image_flops(const void *fe, int B, double *forward, double *backward
     *backward = *forward;
 }
 
+static double image_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    (void)mcfg;
+    *unit = "images";
+    return batch->B;
+}
+
 const Modality image_modality = {
     .name = "image",
     .keys = image_keys,
@@ -320,6 +327,7 @@ const Modality image_modality = {
     .batch_free = batch_free_arrays,
     .synthetic_batch = image_synthetic_batch,
     .flops = image_flops,
+    .batch_amount = image_batch_amount,
     .load_batch = image_load_batch,
     .forward = image_forward,
     .backward = image_backward,

@@ -496,6 +496,16 @@ static void speech_flops(const void *fe, int B, double *forward, double *backwar
     *backward += 2 * (proj + pos);
 }
 
+static double speech_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    const SpeechConfig *c = mcfg;
+    double samples = 0;
+    for (int b = 0; b < batch->B; b++)
+        samples += batch->lengths[b];
+    *unit = "s of audio";
+    return samples / (double)c->data.sample_rate;
+}
+
 const Modality speech_modality = {
     .name = "speech",
     .keys = speech_keys,
@@ -515,6 +525,7 @@ const Modality speech_modality = {
     .batch_free = batch_free_arrays,
     .synthetic_batch = speech_synthetic_batch,
     .flops = speech_flops,
+    .batch_amount = speech_batch_amount,
     .load_batch = speech_load_batch,
     .forward = speech_forward,
     .backward = speech_backward,

@@ -471,6 +471,16 @@ static void text_flops(const void *fe, int B, double *forward, double *backward)
     *forward = *backward = 0;
 }
 
+static double text_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    (void)mcfg;
+    double tokens = 0;
+    for (int b = 0; b < batch->B; b++)
+        tokens += batch->lengths[b];
+    *unit = "tokens";
+    return tokens;
+}
+
 const Modality text_modality = {
     .name = "text",
     .keys = text_keys,
@@ -491,6 +501,7 @@ const Modality text_modality = {
     .load_batch = text_load_batch,
     .synthetic_batch = text_synthetic_batch,
     .flops = text_flops,
+    .batch_amount = text_batch_amount,
     .forward = text_forward,
     .backward = text_backward,
 };
