@@ -329,9 +329,15 @@ size_t attention_scratch_size(int N, int threads)
 static void softmax_row(real *row, const uint8_t *key_pad, int N)
 {
     real max = -INFINITY;
-    for (int j = 0; j < N; j++)
-        if (!key_pad || !key_pad[j])
+    if (key_pad) {
+        for (int j = 0; j < N; j++)
+            if (!key_pad[j])
+                max = row[j] > max ? row[j] : max;
+    } else {
+#pragma omp simd reduction(max : max)
+        for (int j = 0; j < N; j++)
             max = row[j] > max ? row[j] : max;
+    }
     if (max == -INFINITY) {
         memset(row, 0, (size_t)N * sizeof *row);
         return;
