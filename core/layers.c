@@ -263,7 +263,7 @@ static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
 #pragma omp parallel for schedule(static)
     for (size_t g = 0; g < groups; g++) {
         for (size_t i = g * 4; i < g * 4 + 4 && i < n; i++) {
-            float u = rng_uniform_at(s.seed, s.site, s.step, i);
+            float u = rng_uniform_at(s.seed, s.site, s.step, s.first + i);
             out[i] = u >= (float)s.p ? in[i] * keep_scale : 0;
         }
     }
@@ -326,7 +326,7 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
         if (drop.p > 0) {
             real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
             DropoutSite s = drop;
-            s.site = (drop.site << 16) + (uint64_t)bh; /* a distinct stream per (b,h) */
+            s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh; /* a distinct stream per (b,h) */
             const real keep_scale = R(1) / (R(1) - s.p);
             for (size_t i = 0; i < (size_t)N * N; i++)
                 tile[i] = rng_uniform_at(s.seed, s.site, s.step, i) >= (float)s.p ? p[i] * keep_scale : 0;
@@ -353,7 +353,7 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
         real *dp = tile + (size_t)N * N;
         DropoutSite s = drop;
-        s.site = (drop.site << 16) + (uint64_t)bh;
+        s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh;
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);
         const real *pv = p;
         if (drop.p > 0) {
