@@ -939,7 +939,8 @@ static const ConfigKey core_keys[] = {
         "updates over which tau moves linearly from decay to end_decay"),
 
     KEY(train, steps, CK_INT, "400000", 1, MANY, NULL, "number of updates to train for"),
-    KEY(train, batch_size, CK_INT, "8", 1, 1048576, NULL, "examples per update"),
+    KEY(train, batch_size, CK_INT, "8", 1, 1048576, NULL,
+        "examples per update, over all data-parallel ranks and update_freq micro-batches"),
     KEY(train, seed, CK_INT, "1", 0, 9007199254740991.0, NULL,
         "seed of every random choice (initialisation, masks, dropout, data order)"),
     KEY(train, threads, CK_INT, "0", 0, 1024, NULL, "worker threads; 0 means all cores"),
