@@ -125,8 +125,9 @@ static int loader_rate(Setup *s, const char *path, void *dataset, double open_s,
 {
     const D2vConfig *cfg = &s->cfg;
     Loader *loader = NULL;
-    const LoaderSpec spec = {s->mod, s->mcfg, dataset, (int)cfg->train.batch_size, 1, (uint64_t)cfg->train.seed,
-                             strcmp(cfg->data.on_error, "skip") == 0, 0, NULL, NULL};
+    const LoaderSpec spec = {.mod = s->mod, .mcfg = s->mcfg, .dataset = dataset,
+                             .batch_size = (int)cfg->train.batch_size, .train = 1, .seed = (uint64_t)cfg->train.seed,
+                             .skip_bad = strcmp(cfg->data.on_error, "skip") == 0};
     int rc = loader_start(&loader, &spec, err);
     double amount = 0, first_amount = 0;
     int batches = 0, items = 0;

@@ -64,14 +64,15 @@ int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *st
             snprintf(name, len, "%s%s", role_prefix[role], p->name);
             rc = st_writer_add(&w, name, ST_F32, p->ndim, p->shape, data, err);
         }
-    char step[32], version[16], rng[256];
+    char step[32], version[16], rng[256], world[16];
     snprintf(step, sizeof step, "%" PRId64, state->step);
+    snprintf(world, sizeof world, "%d", state->world > 0 ? state->world : 1);
     snprintf(version, sizeof version, "%d", CHECKPOINT_VERSION);
     format_rng(rng, sizeof rng, &state->rng);
     if (rc == 0)
         rc = st_writer_meta(&w, "format", CHECKPOINT_FORMAT, err) || st_writer_meta(&w, "format_version", version, err) ||
              st_writer_meta(&w, "step", step, err) || st_writer_meta(&w, "rng", rng, err) ||
-             st_writer_meta(&w, "d2v_version", D2V_VERSION, err) ||
+             st_writer_meta(&w, "world_size", world, err) || st_writer_meta(&w, "d2v_version", D2V_VERSION, err) ||
              st_writer_meta(&w, "config", config_text ? config_text : "", err) ? -1 : 0;
     if (rc == 0)
         rc = st_writer_save(&w, path, err);
@@ -171,6 +172,8 @@ int checkpoint_load(const char *path, ParamStore *ps, TrainState *state, D2vErro
                           step ? step : "missing");
         else if (!rng || parse_rng(rng, &state->rng) < 0)
             rc = d2v_fail(err, "%s: metadata \"rng\" is malformed", path);
+        const char *world = st_meta(&f, "world_size");
+        state->world = world ? atoi(world) : 0;
     }
     st_free(&f);
     return rc;

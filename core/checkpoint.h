@@ -2,7 +2,7 @@
  *   <name>            student tensors
  *   teacher.<name>    the EMA teacher (Transformer tensors only)
  *   optim.m.<name>, optim.v.<name>   AdamW moments
- *   __metadata__      format, format_version, step, rng, seed, the
+ *   __metadata__      format, format_version, step, rng, world_size, the
  *                     resolved config text, d2v version
  * Written atomically (safetensors.h): a crash leaves the previous file. */
 #ifndef D2V_CHECKPOINT_H
@@ -17,6 +17,8 @@
 typedef struct {
     int64_t step;   /* optimizer updates done */
     Rng rng;        /* the run's sequential RNG (masking, data order) */
+    int world;      /* data-parallel ranks that wrote it; 0: not recorded
+                       (metadata "world_size", absent before issue 8) */
 } TrainState;
 
 int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,

@@ -233,7 +233,9 @@ void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const 
     stats->pred_var = d2v_channel_std(a->pred, NULL, P, D);
 
     /* Backward, in reverse: loss -> head -> scatter to positions -> encoder. */
-    regression_loss_backward(a->d_pred, a->pred, a->targets, P, D, m->loss_beta, m->loss_scale);
+    const real grad_scale = m->loss_denominator > 0 ? (real)((double)m->loss_scale * P / m->loss_denominator)
+                                                    : m->loss_scale;
+    regression_loss_backward(a->d_pred, a->pred, a->targets, P, D, m->loss_beta, grad_scale);
     head_backward(m, w, g, a, P);
     memset(a->d_output, 0, (size_t)M * D * sizeof(real));
     for (int p = 0; p < P; p++)

@@ -24,6 +24,12 @@ typedef struct {
     int tap_block_end;      /* 0: FFN output before the last residual (paper); 1: block end */
     real loss_beta, loss_scale;
     int head_mlp;           /* 0: Linear(D,D); 1: Linear(D,2D)-GELU-Linear(2D,D) (text) */
+    /* 0 (d2v_register's default): the gradient is that of the loss as a
+     * mean over this batch's masked positions. > 0: of the per-position sum
+     * divided by this instead. The training loop uses 1 (the sum) when a step
+     * spans ranks or micro-batches and divides by the global count after
+     * the all-reduce. stats->loss is always this batch's mean. */
+    double loss_denominator;
     size_t head_w1, head_b1, head_w2, head_b2;
 } Data2vec;
 

@@ -273,7 +273,7 @@ void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n)
 /* ---- dropout -------------------------------------------------------------------- */
 
 /* Uniforms are drawn in chunks so each Philox block (four values) is
- * computed once; a chunk is a multiple of four, so chunks share no block. */
+ * computed once (twice at most where a chunk boundary splits one). */
 #define DROPOUT_CHUNK 1024
 
 /* out[k] = in[k] / (1 - p) where uniform first+k of the site is >= p, else 0,
@@ -296,7 +296,7 @@ static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
 #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; c++) {
         const size_t first = c * DROPOUT_CHUNK, len = n - first < DROPOUT_CHUNK ? n - first : DROPOUT_CHUNK;
-        dropout_range(out + first, in + first, first, len, s);
+        dropout_range(out + first, in + first, s.first + first, len, s);
     }
 }
 
@@ -394,7 +394,7 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
         if (drop.p > 0) {
             real *tile = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
             DropoutSite s = drop;
-            s.site = (drop.site << 16) + (uint64_t)bh; /* a distinct stream per (b,h) */
+            s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh; /* a distinct stream per (b,h) */
             dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
@@ -422,7 +422,7 @@ void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const u
          * (issue 6). */
         attention_probs(p, q, k, pad ? pad + (size_t)b * N : NULL, N, Dh, row, scale);
         DropoutSite s = drop;
-        s.site = (drop.site << 16) + (uint64_t)bh;
+        s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh;
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);
         const real *pv = p;
         if (drop.p > 0) {

@@ -53,6 +53,11 @@ void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
 typedef struct {
     real p;
     uint64_t seed, site, step;
+    /* Where this batch sits in the step's global batch (data parallel,
+     * gradient accumulation): element i draws at index first + i, and
+     * attention's (b, h) at first_bh + b*H + h, so a row's dropout does not
+     * depend on which rank or micro-batch computes it. 0 for a whole batch. */
+    uint64_t first, first_bh;
 } DropoutSite;
 void dropout_forward(real *out, const real *in, size_t n, DropoutSite site);
 void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site);

@@ -19,9 +19,16 @@ typedef struct {
     int train;           /* shuffle, augment, drop the last partial batch, endless */
     uint64_t seed;
     int skip_bad;        /* data.on_error = skip */
-    int64_t first_batch; /* resume */
+    int64_t first_batch; /* resume: the first step's batch k */
     void (*warn)(void *ctx, const char *msg);
     void *warn_ctx;
+    /* A slice of each training batch (data-parallel ranks, gradient
+     * accumulation): batch k is cut into chunks of micro_rows rows, and
+     * this loader hands out chunks first_chunk .. first_chunk + chunks - 1
+     * of each, in order, as separate batches (so `chunks` per step). 0, 0, 0:
+     * the whole batch. Row r of chunk c is row c * micro_rows + r of batch k
+     * (Batch.row0), so the union over ranks is the batch one process draws. */
+    int micro_rows, first_chunk, chunks;
 } LoaderSpec;
 
 typedef struct Loader Loader;

@@ -26,6 +26,21 @@ typedef struct {
     int *labels;       /* evaluation sets; -1 when unlabeled */
     int *items;        /* which dataset items the rows are */
     int skipped;       /* unreadable items replaced while filling it */
+    /* Where these rows sit in the step's global batch (data-parallel ranks
+     * and accumulated micro-batches each hold a slice of it; the loader sets
+     * these before load_batch, batch_alloc leaves them 0 / NULL). Row i's
+     * random draws (augmentation in load_batch, the mask in forward) come
+     * from rng_substream(rng, row0 + i), and load_batch may look at every
+     * item of the global batch (global_items, global_rows) to shape the rows
+     * as one batch would (text pads to the longest of them). */
+    int row0, global_rows;
+    const int *global_items;
+    /* Set by the training loop before forward (NULL: this batch alone): the
+     * smallest `value` over every rank's share of this forward, for a masker
+     * whose rows must agree (speech's same-count masks). A collective: each
+     * rank calls it once per forward. */
+    int (*agree_min)(void *ctx, int value);
+    void *agree_ctx;
 } Batch;
 
 /* What the front-end hands the Transformer for one batch (DESIGN §3 steps

@@ -44,6 +44,12 @@ void rng_init(Rng *r, uint64_t seed, uint64_t stream)
     r->used = 4;
 }
 
+void rng_substream(Rng *out, const Rng *parent, uint64_t index)
+{
+    rng_init(out, parent->seed, parent->stream);
+    out->position = index << 40;
+}
+
 uint32_t rng_u32(Rng *r)
 {
     if (r->used == 4) {

@@ -34,6 +34,13 @@ uint32_t rng_below(Rng *r, uint32_t n);
 /* Standard normal (Box-Muller). */
 float rng_normal(Rng *r);
 
+/* Sub-stream `index` (< 2^24) of a freshly initialised generator: the same
+ * key and stream, counter positions from index << 40. One step's per-row
+ * draws (augmentation, masks) come from the sub-stream of the row's index in
+ * the step's global batch, so a row gets the same random numbers whichever
+ * rank or micro-batch draws it (data parallel training, accumulation). */
+void rng_substream(Rng *out, const Rng *parent, uint64_t index);
+
 /* Stateless: the uniform in [0,1) at element index i of (seed, stream, step),
  * stream and step below 2^32. Used for dropout masks so they can be
  * regenerated in any order. */

@@ -7,9 +7,12 @@
 enum { SITE_ATTN = 0, SITE_PROJ = 1, SITE_ACT = 2, SITE_FFN = 3, SITES_PER_LAYER = 4 };
 #define SITE_INPUT (SITES_PER_LAYER * MAX_LAYERS)
 
-static DropoutSite site(ForwardMode mode, real p, int layer, int which)
+/* width: elements per position of the tensor dropped (D, or F for the FFN
+ * activation); N positions per row; H heads (attention). */
+static DropoutSite site(ForwardMode mode, real p, int layer, int which, int N, int width, int H)
 {
-    DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step};
+    DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step,
+                     mode.row0 * (uint64_t)N * (uint64_t)width, mode.row0 * (uint64_t)H};
     return s;
 }
 
@@ -163,9 +166,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->qkv, attn_in, w + p->qkv_w, w + p->qkv_b, M, D, 3 * D);
     attention_forward(a->att, a->probs, a->qkv, pad, B, N, D, t->heads,
-                      site(mode, t->attention_dropout, layer, SITE_ATTN), attn_scratch);
+                      site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), attn_scratch);
     linear_forward(a->proj, a->att, w + p->proj_w, w + p->proj_b, M, D, D);
-    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ));
+    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
     residual_forward(a->res1, x, a->proj, (size_t)M * D);
 
     /* Feed-forward sub-layer. */
@@ -179,9 +182,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->fc1, ffn_in, w + p->fc1_w, w + p->fc1_b, M, D, F);
     gelu_forward(a->act, a->fc1, (size_t)M * F);
-    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     linear_forward(a->ffn, a->act, w + p->fc2_w, w + p->fc2_b, M, F, D);
-    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN));
+    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
 
     /* The last residual (post-LN adds the FFN's input, pre-LN the stream h);
      * a->ffn stays as it is: the paper's target tap. */
@@ -210,13 +213,13 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         memcpy(s->d_a, d_stream, MD * sizeof(real)); /* y = h + ffn */
     }
     /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
-    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN));
+    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
     /* fc2's input was not kept (act is shared by the blocks): recompute it,
      * dropout included (its mask is a function of the step and layer). */
     gelu_forward(a->act, a->fc1, (size_t)M * F);
-    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
-    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
     /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
     if (post)
@@ -237,10 +240,10 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     }
 
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))) */
-    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ));
+    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
     linear_backward(s->d_c, g + p->proj_w, g + p->proj_b, s->d_a, a->att, w + p->proj_w, M, D, D, 0);
     attention_backward(s->d_qkv, s->d_c, a->qkv, pad, B, N, D, t->heads,
-                       site(mode, t->attention_dropout, layer, SITE_ATTN), s->attn_scratch);
+                       site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), s->attn_scratch);
     if (post) {
         memcpy(d_stream, d_res1, MD * sizeof(real));
         linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
@@ -260,7 +263,8 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
                          const uint8_t *pad, int B, int N, ForwardMode mode)
 {
     const int M = B * N, D = t->dim;
-    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
     if (t->layout == LAYOUT_POST_LN) {
         layernorm_forward(a->input, a->norm_mean, a->norm_rstd, x, w + t->norm_w, w + t->norm_b, M, D, t->eps);
         dropout_forward(a->input, a->input, (size_t)M * D, input_drop);
@@ -285,7 +289,8 @@ void transformer_backward(const Transformer *t, const real *w, real *g, Transfor
 {
     const int M = B * N, D = t->dim;
     const size_t MD = (size_t)M * D;
-    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
     real *d = a->d_stream;
     if (t->layout == LAYOUT_PRE_LN)
         layernorm_backward(d, g + t->norm_w, g + t->norm_b, d_out, a->blocks[t->layers - 1].out, a->norm_mean,

@@ -74,6 +74,7 @@ typedef struct {
 
 typedef struct {
     uint64_t seed, step; /* dropout draws; dropout off when train == 0 */
+    uint64_t row0;       /* global index of row 0 in the step's batch (data parallel) */
     int train;
 } ForwardMode;
 

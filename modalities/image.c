@@ -193,8 +193,11 @@ static void image_forward(void *fe, const real *w, const Batch *batch, Rng *mask
     /* BEiT block masking per image (§3.3 of the paper: image masking). */
     memset(f->patch_mask, 0, (size_t)B * G);
     if (mode.train)
-        for (int b = 0; b < B; b++)
-            block_mask(f->patch_mask + (size_t)b * G, &f->mask_spec, mask_rng);
+        for (int b = 0; b < B; b++) {
+            Rng row_rng; /* the row's own draws: see Batch.row0 */
+            rng_substream(&row_rng, mask_rng, (uint64_t)(batch->row0 + b));
+            block_mask(f->patch_mask + (size_t)b * G, &f->mask_spec, &row_rng);
+        }
 
     /* The student sees the mask embedding at masked patches; the teacher the
      * patches themselves. Both get CLS and positions (DESIGN §3 step 3). */
@@ -257,11 +260,13 @@ static int image_load_batch(const void *mcfg, void *dataset, const int *items, i
     batch->skipped = 0;
     for (int i = 0; i < B; i++) {
         int item = items[i];
+        Rng row_rng; /* the row's own augmentation draws: see Batch.row0 */
+        rng_substream(&row_rng, rng, (uint64_t)(batch->row0 + i));
         /* An unreadable file is replaced by the next one (deterministically),
          * at most a dataset's worth of tries. */
         for (int tries = 0;; tries++) {
             const char *path = files->paths[item];
-            int rc = train ? image_load_train(path, &t, rng, batch->data + i * per, err)
+            int rc = train ? image_load_train(path, &t, &row_rng, batch->data + i * per, err)
                            : image_load_eval(path, &t, batch->data + i * per, err);
             if (rc == 0)
                 break;

@@ -328,7 +328,7 @@ static void test_checkpoint(void)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char path[256];
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    TrainState st = {1234, {0}}, st2;
+    TrainState st = {1234, {0}, 1}, st2;
     rng_init(&st.rng, 99, 3);
     rng_u32(&st.rng);
     D2vError err = {{0}};

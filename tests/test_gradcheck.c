@@ -130,7 +130,7 @@ static double dropout_scalar(void *ctx)
 
 static void test_pointwise(void)
 {
-    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2}};
+    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2, 0, 0}};
     double *dx = zeros(64);
     gelu_scalar(&c);
     gelu_backward(dx, c.r, c.x, c.n);
@@ -189,7 +189,7 @@ static double attn_scalar(void *ctx)
 static void test_attention(void)
 {
     const uint8_t pad[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
-    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1}};
+    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1, 0, 0}};
     size_t nqkv = (size_t)c.B * c.N * 3 * c.D, nout = (size_t)c.B * c.N * c.D;
     c.qkv = random_array(nqkv, 1);
     c.out = zeros(nout);
