@@ -55,6 +55,11 @@ void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, 
  * per-layer and final norms. Keeps nothing but two blocks of scratch. */
 void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
                          const uint8_t *pad, int B, int N);
+/* The same, also copying each of the top K normalised layers norm(a^l) into
+ * layers (K,B,N,D), lowest layer first, when layers is not NULL (`d2v show
+ * targets`: what is averaged). */
+void d2v_teacher_targets_layers(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
+                                const uint8_t *pad, int B, int N, real *layers);
 
 /* One forward and backward of the objective. x_student is the masked input
  * (B,N,D) and x_teacher the unmasked one; loss_mask (B,N) marks the positions

@@ -15,6 +15,7 @@ typedef struct {
     double target_var, pred_var, frontend_var;
     double positions_per_s, seconds;
     int n_loss;
+    int64_t positions;     /* B x N of this step's batch (padding included): n_loss / positions is the masked share */
     int64_t skipped;       /* unreadable inputs replaced so far */
     int64_t nonfinite_skipped; /* updates not applied (train.on_nonfinite=skip) */
 } StepLog;
