@@ -19,6 +19,7 @@ typedef struct {
     Rng rng;        /* the run's sequential RNG (masking, data order) */
 } TrainState;
 
+/* Writes ps (student, teacher, moments), state and config_text to path, atomically. */
 int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,
                     D2vError *err);
 

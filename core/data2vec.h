@@ -47,7 +47,9 @@ typedef struct {
 
 /* Builds the encoder and head from the config and registers their tensors. */
 int d2v_register(Data2vec *m, ParamStore *ps, const D2vConfig *cfg, D2vError *err);
+/* Resolves the encoder's and head's tensor offsets after params_alloc. */
 void d2v_bind(Data2vec *m, const ParamStore *ps);
+/* Lays out student, teacher and head activations for up to B x N in the arena. */
 void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads);
 
 /* Step 4 of DESIGN §3: the teacher (weights ps->teacher, eval mode) on the
@@ -84,6 +86,7 @@ typedef struct {
     double student;  /* Transformer forward + backward */
     double head;     /* regression head forward + backward */
 } D2vFlops;
+/* FLOPs of one objective step: B x N positions, P of them in the loss. */
 D2vFlops d2v_flops(const Data2vec *m, int B, int N, int P);
 
 /* fairseq's compute_var: mean over channels of sqrt(unbiased var + 1e-6)

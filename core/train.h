@@ -55,6 +55,7 @@ typedef struct {
  * `d2v pretrain` and `d2v bench` run them; times may be NULL. */
 void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
                             StepTimes *times);
+/* Step 6: clip, AdamW at the scheduled LR, then the EMA of the teacher (eq. 1). */
 void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, int64_t step,
                   StepResult *r, StepTimes *times);
 
