@@ -73,6 +73,15 @@ static int open_input(const Setup *s, const char *path, void **dataset, D2vError
         unlink(manifest);
     if (!ok)
         return d2v_fail(err, "%s", first.msg);
+    /* The temporary manifest is ours, not the user's: "TMP:1: 'FILE' does
+     * not end in .jpg" becomes "--input 'FILE' does not end in .jpg". */
+    const size_t len = strlen(manifest);
+    if (rc < 0 && strncmp(err->msg, manifest, len) == 0) {
+        const char *rest = strchr(err->msg + len + 1, ' ');
+        char msg[D2V_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", rest ? rest + 1 : err->msg);
+        d2v_fail(err, "--input %s (the files the %s modality reads)", msg, s->mod->name);
+    }
     return rc;
 }
 
