@@ -21,6 +21,7 @@ typedef struct {
                        (metadata "world_size", absent before issue 8) */
 } TrainState;
 
+/* Writes ps (student, teacher, moments), state and config_text to path, atomically. */
 int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,
                     D2vError *err);
 

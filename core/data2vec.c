@@ -106,6 +106,12 @@ static void target_norm(TargetNorm kind, real *out, const real *in, Data2vecActs
 void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
                          const uint8_t *pad, int B, int N)
 {
+    d2v_teacher_targets_layers(m, ps, a, x_teacher, pad, B, N, NULL);
+}
+
+void d2v_teacher_targets_layers(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
+                                const uint8_t *pad, int B, int N, real *layers)
+{
     const Transformer *t = &m->encoder;
     const int M = B * N, D = t->dim, L = t->layers, K = m->top_k;
     const size_t MD = (size_t)M * D;
@@ -131,6 +137,8 @@ void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *
         /* eq. 2: y += norm(a^l) over the top K blocks */
         const real *tap = m->tap_block_end ? b->out : b->ffn;
         target_norm(m->layer_norm, a->tap_norm, tap, a, pad, B, N, D, t->eps);
+        if (layers)
+            memcpy(layers + (size_t)(l - (L - K)) * MD, a->tap_norm, MD * sizeof(real));
         for (size_t i = 0; i < MD; i++)
             a->target_sum[i] += a->tap_norm[i];
     }

@@ -33,10 +33,12 @@ typedef struct {
 
 typedef struct Loader Loader;
 
+/* Starts the background thread that fills batches of spec (train: endless shuffled; eval: one pass in order). */
 int loader_start(Loader **out, const LoaderSpec *spec, D2vError *err);
 /* Waits for the next batch. Returns 1 and sets *batch (valid until the next
  * call), 0 at the end of an evaluation pass, -1 on error. */
 int loader_next(Loader *l, Batch **batch, D2vError *err);
+/* Stops the thread and frees the loader (NULL is fine). */
 void loader_stop(Loader *l);
 
 /* The items of training batch k (exposed for tests). */
@@ -45,6 +47,7 @@ void loader_train_items(uint64_t seed, int n_items, int batch_size, int64_t k, i
 /* RNG stream kinds: a stream is (kind << 48) | index, so the uses of one
  * seed never share random numbers. */
 enum { STREAM_INIT = 1, STREAM_ORDER = 2, STREAM_AUGMENT = 3, STREAM_MASK = 4, STREAM_SYNTHETIC = 5 };
+/* The stream number of use `kind`, instance `index` (a step, a batch). */
 static inline uint64_t rng_stream(uint64_t kind, uint64_t index) { return (kind << 48) | index; }
 
 #endif

@@ -24,8 +24,11 @@ typedef struct Rng {
     int used;          /* words of buffer already handed out (4 = empty) */
 } Rng;
 
+/* A generator for (seed, stream), at position 0. */
 void rng_init(Rng *r, uint64_t seed, uint64_t stream);
+/* The next 32 random bits. */
 uint32_t rng_u32(Rng *r);
+/* The next 64 random bits. */
 uint64_t rng_u64(Rng *r);
 /* Uniform in [0, 1) with 24 random bits (exactly representable as float). */
 float rng_uniform(Rng *r);

@@ -389,6 +389,7 @@ static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
         bad = bad || json_object_set_new(o, reals[i].key, json_number(reals[i].value));
     bad = bad || json_object_set_new(o, "masked", json_integer(s->n_loss)) ||
+          json_object_set_new(o, "positions", json_integer((json_int_t)s->positions)) ||
           json_object_set_new(o, "skipped", json_integer((json_int_t)s->skipped)) ||
           json_object_set_new(o, "nonfinite_skipped", json_integer((json_int_t)s->nonfinite_skipped)) ||
           json_object_set_new(o, "seconds", json_number(s->seconds));
@@ -821,7 +822,8 @@ int train_run(const TrainOptions *opt, D2vError *err)
             StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
                          .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
                          .frontend_var = r.frontend_var, .positions_per_s = sums[SUM_POSITIONS] / seconds,
-                         .seconds = now_seconds() - started, .n_loss = r.n_loss, .skipped = skipped,
+                         .seconds = now_seconds() - started, .n_loss = r.n_loss,
+                         .positions = (int64_t)sums[SUM_POSITIONS], .skipped = skipped,
                          .nonfinite_skipped = nonfinite_skipped};
             if (log_jsonl(log, log_path, &s, err) < 0)
                 goto out;

@@ -15,6 +15,7 @@ typedef struct {
     double target_var, pred_var, frontend_var;
     double positions_per_s, seconds;
     int n_loss;
+    int64_t positions;     /* B x N of this step's batch (padding included): n_loss / positions is the masked share */
     int64_t skipped;       /* unreadable inputs replaced so far */
     int64_t nonfinite_skipped; /* updates not applied (train.on_nonfinite=skip) */
 } StepLog;
@@ -54,6 +55,7 @@ typedef struct {
  * `d2v pretrain` and `d2v bench` run them; times may be NULL. */
 void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
                             StepTimes *times);
+/* Step 6: clip, AdamW at the scheduled LR, then the EMA of the teacher (eq. 1). */
 void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, int64_t step,
                   StepResult *r, StepTimes *times);
 

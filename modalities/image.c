@@ -313,6 +313,35 @@ static double image_batch_amount(const void *mcfg, const Batch *batch, const cha
     return batch->B;
 }
 
+/* `d2v show`: the pixels the model saw (the eval crop or the training crop,
+ * un-normalised) and the patch grid over them. */
+static int image_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    const ImageFrontend *f = fe;
+    ImageTransform t;
+    if (transform_from(mcfg, &t, err) < 0)
+        return -1;
+    const int S = f->shape.height;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_IMAGE;
+    view->first_position = 1; /* after CLS */
+    view->n_positions = f->G;
+    view->width = view->height = S;
+    view->grid_h = f->grid_h;
+    view->grid_w = f->grid_w;
+    view->patch = f->shape.patch;
+    view->rgb = d2v_malloc((size_t)S * S * 3, err);
+    if (!view->rgb)
+        return -1;
+    const float *img = batch->data + (size_t)row * 3 * S * S;
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < S * S; i++) {
+            const float v = (img[(size_t)c * S * S + i] * t.std[c] + t.mean[c]) * 255.0f;
+            view->rgb[(size_t)i * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f);
+        }
+    return 0;
+}
+
 const Modality image_modality = {
     .name = "image",
     .keys = image_keys,
@@ -336,4 +365,5 @@ const Modality image_modality = {
     .load_batch = image_load_batch,
     .forward = image_forward,
     .backward = image_backward,
+    .view = image_view,
 };

@@ -514,6 +514,31 @@ static double speech_batch_amount(const void *mcfg, const Batch *batch, const ch
     return samples / (double)c->data.sample_rate;
 }
 
+/* `d2v show`: the waveform of the row, and the CNN's frame grid over it
+ * (hop = the product of the strides, window = the receptive field). */
+static int speech_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    const SpeechFrontend *f = fe;
+    const SpeechConfig *c = mcfg;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_SIGNAL;
+    view->n_positions = f->frames[row];
+    view->n_samples = batch->lengths[row];
+    view->sample_rate = (int)c->data.sample_rate;
+    int hop = 1, window = 1;
+    for (int l = 0; l < f->spec.n_layers; l++) {
+        window += (f->spec.layer[l].kernel - 1) * hop;
+        hop *= f->spec.layer[l].stride;
+    }
+    view->hop = hop;
+    view->window = window;
+    view->samples = d2v_malloc((size_t)view->n_samples * sizeof(float), err);
+    if (!view->samples)
+        return -1;
+    memcpy(view->samples, batch->data + (size_t)row * batch->T, (size_t)view->n_samples * sizeof(float));
+    return 0;
+}
+
 const Modality speech_modality = {
     .name = "speech",
     .keys = speech_keys,
@@ -537,4 +562,5 @@ const Modality speech_modality = {
     .load_batch = speech_load_batch,
     .forward = speech_forward,
     .backward = speech_backward,
+    .view = speech_view,
 };

@@ -493,6 +493,46 @@ static double text_batch_amount(const void *mcfg, const Batch *batch, const char
     return tokens;
 }
 
+/* `d2v show`: each token of the row as text (its bytes; special tokens as
+ * written), from the tokenizer of data.tokenizer. */
+static int text_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    (void)fe;
+    Tokenizer *tok;
+    if (load_tokenizer(mcfg, &tok, err) < 0)
+        return -1;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_TOKENS;
+    const int n = batch->lengths[row];
+    view->tokens = d2v_calloc((size_t)n, sizeof *view->tokens, err);
+    if (!view->tokens) {
+        tokenizer_free(tok);
+        return -1;
+    }
+    view->n_positions = n;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const int32_t id = batch->tokens[(size_t)row * batch->T + i];
+        size_t len = 0;
+        const char *text = (const char *)tokenizer_token_bytes(tok, id, &len);
+        if (!text) {
+            text = "?";
+            len = 1;
+        }
+        view->tokens[i] = d2v_malloc(len + 1, err);
+        if (!view->tokens[i]) {
+            rc = -1;
+            break;
+        }
+        memcpy(view->tokens[i], text, len);
+        view->tokens[i][len] = 0;
+    }
+    tokenizer_free(tok);
+    if (rc < 0)
+        input_view_free(view);
+    return rc;
+}
+
 const Modality text_modality = {
     .name = "text",
     .keys = text_keys,
@@ -516,4 +556,5 @@ const Modality text_modality = {
     .batch_amount = text_batch_amount,
     .forward = text_forward,
     .backward = text_backward,
+    .view = text_view,
 };

@@ -8,7 +8,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   gcc libc6-dev meson ninja-build pkg-config \
   libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
-  libutf8proc-dev libinih-dev libjansson-dev \
+  libutf8proc-dev libinih-dev libjansson-dev libpng-dev libfftw3-dev \
   libopenmpi-dev openmpi-bin \
   python3-torch python3-numpy python3-pil python3-regex \
   dataset-fashion-mnist espeak-ng sox \
