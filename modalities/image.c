@@ -88,7 +88,7 @@ typedef struct {
     int learned_positions;
     BlockMaskSpec mask_spec;
     size_t w_patch, b_patch, cls, pos, mask_emb; /* offsets */
-    int B;
+    int B; /* rows of the last forward (the layout may hold more) */
     /* activations */
     real *cols, *patches, *masked, *x_student, *x_teacher, *d_masked, *d_patches, *fixed_pos;
     uint8_t *patch_mask, *loss_mask, *pool;
@@ -187,6 +187,7 @@ static void image_forward(void *fe, const real *w, const Batch *batch, Rng *mask
     ImageFrontend *f = fe;
     const int B = batch->B, G = f->G, N = f->N, D = f->D;
     const real *pos = f->learned_positions ? w + f->pos : f->fixed_pos;
+    f->B = B; /* what backward sums over */
     im2col_patches(f->cols, batch->data, &f->shape, B);
     patch_embed_forward(f->patches, f->cols, w + f->w_patch, w + f->b_patch, &f->shape, B);
 

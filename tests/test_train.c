@@ -421,6 +421,68 @@ static void test_collapse_guard(void)
               contains(err.msg, "ema.anneal_steps"), "collapse: %s", err.msg);
 }
 
+/* A front-end's backward follows the rows its forward was given, not the
+ * rows the model was laid out for: d2v pretrain lays out room for
+ * eval.batch rows when that exceeds train.batch_size (the periodic k-NN
+ * embeds in the training model), and a training step must not change.
+ * (The image front-end once summed gradients over every laid-out row,
+ * reading stale activations.) Extra rows are filled with garbage first. */
+static void test_layout_larger_than_batch(void)
+{
+    static const struct {
+        const char *name, *config;
+    } cases[] = {
+        {"image", "[model]\nmodality = image\ndim = 32\nlayers = 2\nheads = 2\nffn_dim = 64\n[target]\ntop_k = 2\n"
+                  "[frontend]\nimage_size = 16\npatch_size = 4\n[mask]\nmin_patches = 2\n[train]\nthreads = 1\n"},
+        {"speech", "[model]\nmodality = speech\ndim = 32\nlayers = 2\nheads = 2\nffn_dim = 64\n[target]\ntop_k = 2\n"
+                   "[frontend]\nconv_spec = 16x10x5,16x3x2\npos_conv_kernel = 4\npos_conv_groups = 4\n"
+                   "pos_conv_depth = 1\n[mask]\nspan = 2\nmin_masks = 1\n[train]\nthreads = 1\n"
+                   "[data]\nmax_samples = 1600\nmin_samples = 800\n"},
+        {"text", "[model]\nmodality = text\ndim = 32\nlayers = 2\nheads = 2\nffn_dim = 64\n[target]\ntop_k = 2\n"
+                 "[train]\nthreads = 1\n[data]\ntokenizer = /nonexistent/tokenizer\nvocab_size = 64\nseq_len = 16\n"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const Modality *mod = modality_find(cases[c].name);
+        D2vConfig cfg;
+        void *mcfg = calloc(1, mod->config_size);
+        ConfigTable tables[2] = {d2v_config_table(&cfg), {mod->keys, mod->n_keys, mcfg}};
+        D2vError err = {{0}};
+        Model fit, roomy;
+        memset(&fit, 0, sizeof fit);
+        memset(&roomy, 0, sizeof roomy);
+        int ok = config_defaults(tables, 2, &err) == 0 &&
+                 config_load_string(tables, 2, cases[c].config, cases[c].name, &err) == 0 &&
+                 d2v_config_validate(&cfg, &err) == 0 && model_build(&fit, &cfg, mod, mcfg, 2, 1, &err) == 0 &&
+                 model_build(&roomy, &cfg, mod, mcfg, 7, 1, &err) == 0;
+        CHECK(ok, "%s: setup: %s", cases[c].name, err.msg);
+        if (!ok) {
+            model_free(&fit);
+            model_free(&roomy);
+            free(mcfg);
+            continue;
+        }
+        memset(roomy.arena.base, 0x3f, roomy.arena.capacity); /* stale activations: 0.75 everywhere */
+        Batch batch;
+        Rng rng;
+        rng_init(&rng, 7, 0);
+        CHECK(mod->batch_alloc(mcfg, 2, &batch, &err) == 0, "%s: batch: %s", cases[c].name, err.msg);
+        mod->synthetic_batch(fit.frontend, mcfg, 2, &rng, &batch);
+        StepResult a, b;
+        train_forward_backward(&fit, &cfg, &batch, 0, &a, NULL);
+        train_forward_backward(&roomy, &cfg, &batch, 0, &b, NULL);
+        size_t differ = 0;
+        for (size_t i = 0; i < fit.ps.numel; i++)
+            differ += memcmp(&fit.ps.grad[i], &roomy.ps.grad[i], sizeof(real)) != 0;
+        CHECK(a.loss == b.loss && a.n_loss == b.n_loss && differ == 0,
+              "%s: a batch of 2 in a model laid out for 7 rows: loss %.9g vs %.9g, %zu of %zu gradients differ",
+              cases[c].name, b.loss, a.loss, differ, fit.ps.numel);
+        mod->batch_free(&batch);
+        model_free(&fit);
+        model_free(&roomy);
+        free(mcfg);
+    }
+}
+
 int main(void)
 {
     if (tmp_dir_create("train") < 0)
@@ -448,6 +510,7 @@ int main(void)
     test_lock();
     test_bad_resume();
     test_collapse_guard();
+    test_layout_larger_than_batch();
     remove_tree(tmp_dir);
     return check_summary();
 }
