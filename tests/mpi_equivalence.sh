@@ -18,6 +18,12 @@ fi
 [ -d /usr/share/datasets/fashion-mnist ] || { echo "SKIP: dataset-fashion-mnist is not installed"; exit 77; }
 command -v espeak-ng >/dev/null || { echo "SKIP: espeak-ng is not installed"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+# Under AddressSanitizer (CI's second pass) LeakSanitizer reports what Open
+# MPI, its dlopen'ed components and OpenBLAS's threads keep at exit (stacks end
+# in libmpi, libopenblas or unloaded plugins: not ours, and not suppressible by
+# name once the plugin is unloaded). d2v's own allocations are leak-checked by
+# every other test, which runs the same code without MPI.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 fail() { echo "FAIL: $*"; exit 1; }
 rm -rf "$work"
 mkdir -p "$work/corpus"
