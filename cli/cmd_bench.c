@@ -41,13 +41,6 @@ static void usage(FILE *out)
             "  --set k=v      override a config key, e.g. --set train.batch_size=8\n");
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static int compare_doubles(const void *a, const void *b)
 {
     const double x = *(const double *)a, y = *(const double *)b;
@@ -84,10 +77,10 @@ static int sgemm_peak_gflops(double *gflops, D2vError *err)
     }
     double best = 1e30;
     for (int t = 0; t < PEAK_TRIES + 1; t++) { /* the first call warms up the BLAS threads */
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, PEAK_N, PEAK_N, PEAK_N, 1.0f, a, PEAK_N, b, PEAK_N,
                     0.0f, c, PEAK_N);
-        const double seconds = now_seconds() - t0;
+        const double seconds = d2v_now_seconds() - t0;
         if (t > 0 && seconds < best)
             best = seconds;
     }
@@ -144,13 +137,13 @@ static int loader_rate(Setup *s, const char *path, void *dataset, double open_s,
             break;
         const double a = s->mod->batch_amount(s->mcfg, batch, &unit);
         if (batches == 0) { /* the clock starts once the first batch is in: start-up is not throughput */
-            t0 = now_seconds();
+            t0 = d2v_now_seconds();
             first_amount = a;
         }
         amount += a;
         items += batch->B;
         batches++;
-        seconds = now_seconds() - t0;
+        seconds = d2v_now_seconds() - t0;
         if (batches > LOADER_BATCHES && seconds >= LOADER_SECONDS)
             break;
     }
@@ -191,10 +184,10 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
     if (args->data) {
         if (!s->mod->batch_amount)
             return d2v_fail(err, "modality %s cannot report a loader rate", s->mod->name);
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         if (s->mod->open(s->mcfg, args->data, 0, &dataset, err) < 0)
             return d2v_fail_prefix(err, "--data %s: ", args->data);
-        open_s = now_seconds() - t0;
+        open_s = d2v_now_seconds() - t0;
     }
     const int n = args->steps;
     double *totals = calloc((size_t)n, sizeof *totals), *phases = calloc((size_t)n * N_PHASES, sizeof *phases),
@@ -217,14 +210,14 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
     for (int step = 0; step < args->warmup + n; step++) {
         StepResult r;
         StepTimes tm;
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         train_forward_backward(&m, cfg, &batch, step, &r, &tm);
         if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
             d2v_fail(err, "step %d: the loss is %g and the gradient norm %g", step + 1, r.loss, r.grad_norm);
             goto out;
         }
         train_update(&m, cfg, &adamw, &sched, step, &r, &tm);
-        const double seconds = now_seconds() - t0;
+        const double seconds = d2v_now_seconds() - t0;
         const int i = step - args->warmup;
         if (i < 0)
             continue;

@@ -85,13 +85,6 @@ static void on_warn(void *ctx, const char *msg)
     fprintf(stderr, "\nd2v compare: warning: %s\n", msg);
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Seconds per training step on synthetic inputs of the configured shape
  * (the median of two after one warm-up step). */
 static int time_step(Setup *s, double *seconds, D2vError *err)
@@ -115,10 +108,10 @@ static int time_step(Setup *s, double *seconds, D2vError *err)
         double t[3];
         for (int i = 0; i < 3; i++) {
             StepResult r;
-            const double t0 = now_seconds();
+            const double t0 = d2v_now_seconds();
             train_forward_backward(&m, cfg, &batch, i, &r, NULL);
             train_update(&m, cfg, &adamw, &sched, i, &r, NULL);
-            t[i] = now_seconds() - t0;
+            t[i] = d2v_now_seconds() - t0;
         }
         *seconds = fmin(t[1], t[2]) + 0.5 * fabs(t[1] - t[2]);
     }
@@ -402,12 +395,12 @@ int cmd_compare(int argc, char **argv)
         TrainOptions opt = {.cfg = &run->setup.cfg, .config_text = run->setup.text, .mod = run->setup.mod,
                             .mcfg = run->setup.mcfg, .data_path = run->data, .run_dir = run_dir,
                             .stop_requested = &stop_flag, .on_log = on_log, .warn = on_warn};
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         if (train_run(&opt, &err) < 0) {
             rc = -1;
             break;
         }
-        run->seconds = now_seconds() - t0;
+        run->seconds = d2v_now_seconds() - t0;
         fprintf(stderr, "\nd2v compare: %s: trained %.1f s; k-NN of the result\n", run->name, run->seconds);
         char log_path[4300];
         snprintf(log_path, sizeof log_path, "%s/log.jsonl", run_dir);

@@ -19,13 +19,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int train_set_threads(int64_t threads)
 {
     /* 0: this host's cores, shared by the ranks running on it. */
@@ -406,7 +399,7 @@ static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
 
 static double seconds_since(double *mark)
 {
-    const double now = now_seconds(), elapsed = now - *mark;
+    const double now = d2v_now_seconds(), elapsed = now - *mark;
     *mark = now;
     return elapsed;
 }
@@ -461,7 +454,7 @@ static void micro_forward_backward(Model *m, const D2vConfig *cfg, const Batch *
     const ForwardMode mode = {.train = 1, .seed = (uint64_t)cfg->train.seed, .step = (uint64_t)step,
                               .row0 = (uint64_t)batch->row0};
     const int D = m->d2v.encoder.dim;
-    double mark = now_seconds();
+    double mark = d2v_now_seconds();
     Rng mask_rng;
     rng_init(&mask_rng, (uint64_t)cfg->train.seed, rng_stream(STREAM_MASK, (uint64_t)step));
 
@@ -538,7 +531,7 @@ void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Sche
 {
     StepTimes local;
     StepTimes *tm = times ? times : &local;
-    double mark = now_seconds();
+    double mark = d2v_now_seconds();
     clip_grad_to(&m->ps, r->grad_norm, cfg->optim.clip_norm);
     r->lr = schedule_lr(sched, step);
     adamw_step(&m->ps, adamw, r->lr, step + 1);
@@ -744,9 +737,9 @@ int train_run(const TrainOptions *opt, D2vError *err)
     /* One update spans several parts: each part's gradient is of its summed
      * loss, divided by the global count once all are in. */
     m.d2v.loss_denominator = parts > 1 ? 1 : 0;
-    double started = now_seconds();
+    double started = d2v_now_seconds();
     while (step < cfg->train.steps) {
-        double t0 = now_seconds();
+        double t0 = d2v_now_seconds();
         StepTimes tm;
         memset(&tm, 0, sizeof tm);
         memset(sums, 0, n_sums * sizeof *sums);
@@ -817,12 +810,12 @@ int train_run(const TrainOptions *opt, D2vError *err)
             (step % cfg->train.sync_check_every == 0 || step == 1 || step == cfg->train.steps) &&
             check_ranks_agree(&m, step, err) < 0)
             goto out;
-        double seconds = now_seconds() - t0;
+        double seconds = d2v_now_seconds() - t0;
         if (lead && (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0])) {
             StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
                          .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
                          .frontend_var = r.frontend_var, .positions_per_s = sums[SUM_POSITIONS] / seconds,
-                         .seconds = now_seconds() - started, .n_loss = r.n_loss,
+                         .seconds = d2v_now_seconds() - started, .n_loss = r.n_loss,
                          .positions = (int64_t)sums[SUM_POSITIONS], .skipped = skipped,
                          .nonfinite_skipped = nonfinite_skipped};
             if (log_jsonl(log, log_path, &s, err) < 0)
