@@ -3,7 +3,8 @@
 # by config, in one invocation, and prints one table row per config.
 # usage: bench/compare.sh [--d2v PATH] [--threads T] [--steps N] [--warmup W] CONFIG...
 # Both see the same thread count, steps and warm-up; the ratio is PyTorch's
-# median step time over d2v's (above 1: d2v is faster).
+# median step time over d2v's (above 1: d2v is faster). The peer runs with
+# glibc malloc tuned for torch (D2V_PEER_MALLOC, empty to turn it off).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 d2v=$here/../build/d2v threads=2 steps=5 warmup=1
@@ -21,11 +22,15 @@ done
 [ $# -gt 0 ] || { echo "compare.sh: give at least one CONFIG" >&2; exit 2; }
 [ -x "$d2v" ] || { echo "compare.sh: $d2v is not built (ninja -C build)" >&2; exit 2; }
 export OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
+# PyTorch's best case (as issue 6 measured it): glibc keeps freed memory
+# instead of unmapping it, so torch does not re-fault its activation buffers
+# every step (no mmap'd chunks, no heap trimming). d2v allocates once anyway.
+peer_malloc=${D2V_PEER_MALLOC-glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736}
 field() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 rows=""
 for config in "$@"; do
   name=$(basename "$config" .ini)
-  peer=$(/usr/bin/python3 "$here/peer.py" "$config" --threads "$threads" --steps "$steps" --warmup "$warmup" | tail -n 1)
+  peer=$(GLIBC_TUNABLES=$peer_malloc /usr/bin/python3 "$here/peer.py" "$config" --threads "$threads" --steps "$steps" --warmup "$warmup" | tail -n 1)
   ours=$("$d2v" bench "$config" --threads "$threads" --steps "$steps" --warmup "$warmup" | tail -n 1)
   echo "pytorch $name: $peer" >&2
   echo "d2v     $name: $ours" >&2

@@ -18,7 +18,8 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: d2v bench CONFIG [--steps N] [--warmup W] [--threads T] [--set section.key=value]...\n"
+            "usage: d2v bench CONFIG [--steps N] [--warmup W] [--threads T] [--data PATH]\n"
+            "                        [--set section.key=value]...\n"
             "\n"
             "Builds the model of CONFIG and times W warm-up and N measured full training steps\n"
             "(front-end, teacher targets, student forward/backward with head and loss, clipping,\n"
@@ -34,14 +35,10 @@ static void usage(FILE *out)
             "  --steps N      measured steps (default 10)\n"
             "  --warmup W     untimed steps first (default 2)\n"
             "  --threads T    OpenMP and OpenBLAS threads (default train.threads; 0 = all cores)\n"
+            "  --data PATH    also time the data loader alone on this training data (what\n"
+            "                 `d2v pretrain --data` reads): images/s, seconds of audio/s or\n"
+            "                 tokens/s, against what the measured step consumes\n"
             "  --set k=v      override a config key, e.g. --set train.batch_size=8\n");
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -80,10 +77,10 @@ static int sgemm_peak_gflops(double *gflops, D2vError *err)
     }
     double best = 1e30;
     for (int t = 0; t < PEAK_TRIES + 1; t++) { /* the first call warms up the BLAS threads */
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, PEAK_N, PEAK_N, PEAK_N, 1.0f, a, PEAK_N, b, PEAK_N,
                     0.0f, c, PEAK_N);
-        const double seconds = now_seconds() - t0;
+        const double seconds = d2v_now_seconds() - t0;
         if (t > 0 && seconds < best)
             best = seconds;
     }
@@ -110,8 +107,64 @@ static int parse_count(const char *text, const char *name, int lo, int *out)
 
 typedef struct {
     int steps, warmup, threads;
-    const char *config;
+    const char *config, *data;
 } BenchArgs;
+
+/* The loader alone (background decoding and augmentation, as in training)
+ * for at least LOADER_SECONDS and LOADER_BATCHES batches. */
+#define LOADER_SECONDS 3.0
+#define LOADER_BATCHES 5
+static int loader_rate(Setup *s, const char *path, void *dataset, double open_s, double step_s, D2vError *err)
+{
+    const D2vConfig *cfg = &s->cfg;
+    Loader *loader = NULL;
+    const LoaderSpec spec = {.mod = s->mod, .mcfg = s->mcfg, .dataset = dataset,
+                             .batch_size = (int)cfg->train.batch_size, .train = 1, .seed = (uint64_t)cfg->train.seed,
+                             .skip_bad = strcmp(cfg->data.on_error, "skip") == 0};
+    int rc = loader_start(&loader, &spec, err);
+    double amount = 0, first_amount = 0;
+    int batches = 0, items = 0;
+    const char *unit = "items";
+    double t0 = 0, seconds = 0;
+    while (rc == 0) {
+        Batch *batch;
+        const int got = loader_next(loader, &batch, err);
+        if (got < 0) {
+            rc = -1;
+            break;
+        }
+        if (got == 0)
+            break;
+        const double a = s->mod->batch_amount(s->mcfg, batch, &unit);
+        if (batches == 0) { /* the clock starts once the first batch is in: start-up is not throughput */
+            t0 = d2v_now_seconds();
+            first_amount = a;
+        }
+        amount += a;
+        items += batch->B;
+        batches++;
+        seconds = d2v_now_seconds() - t0;
+        if (batches > LOADER_BATCHES && seconds >= LOADER_SECONDS)
+            break;
+    }
+    if (loader)
+        loader_stop(loader);
+    if (rc < 0)
+        return -1;
+    if (batches < 2)
+        return d2v_fail(err, "--data %s: fewer than two training batches of %lld", path,
+                        (long long)cfg->train.batch_size);
+    const double rate = (amount - first_amount) / seconds, per_batch = amount / batches;
+    const double needed = per_batch / step_s;
+    /* Opening scans a directory, or reads and tokenizes a whole text corpus
+     * once (text batches are then slices of it). */
+    printf("data opened     %9.2f s (%d items)\n", open_s, s->mod->dataset_size(dataset));
+    printf("loader          %9.1f %s/s (%.1f batches/s, %d items in %d batches; background thread, as in "
+           "training)\n", rate, unit, (double)(batches - 1) / seconds, items, batches);
+    printf("step consumes   %9.1f %s/s: the loader is %.1fx ahead%s\n", needed, unit, rate / needed,
+           rate < needed ? " (BEHIND: training would wait for data)" : "");
+    return 0;
+}
 
 static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
 {
@@ -125,6 +178,17 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
     memset(&m, 0, sizeof m);
     memset(&batch, 0, sizeof batch);
     int rc = -1;
+    /* The data is opened first, so a wrong path fails before minutes of steps. */
+    void *dataset = NULL;
+    double open_s = 0;
+    if (args->data) {
+        if (!s->mod->batch_amount)
+            return d2v_fail(err, "modality %s cannot report a loader rate", s->mod->name);
+        const double t0 = d2v_now_seconds();
+        if (s->mod->open(s->mcfg, args->data, 0, &dataset, err) < 0)
+            return d2v_fail_prefix(err, "--data %s: ", args->data);
+        open_s = d2v_now_seconds() - t0;
+    }
     const int n = args->steps;
     double *totals = calloc((size_t)n, sizeof *totals), *phases = calloc((size_t)n * N_PHASES, sizeof *phases),
            *scratch = calloc((size_t)n, sizeof *scratch);
@@ -146,14 +210,14 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
     for (int step = 0; step < args->warmup + n; step++) {
         StepResult r;
         StepTimes tm;
-        const double t0 = now_seconds();
+        const double t0 = d2v_now_seconds();
         train_forward_backward(&m, cfg, &batch, step, &r, &tm);
         if (!isfinite(r.loss) || !isfinite(r.grad_norm)) {
             d2v_fail(err, "step %d: the loss is %g and the gradient norm %g", step + 1, r.loss, r.grad_norm);
             goto out;
         }
         train_update(&m, cfg, &adamw, &sched, step, &r, &tm);
-        const double seconds = now_seconds() - t0;
+        const double seconds = d2v_now_seconds() - t0;
         const int i = step - args->warmup;
         if (i < 0)
             continue;
@@ -207,6 +271,8 @@ static int run_bench(Setup *s, const BenchArgs *args, D2vError *err)
     printf("sgemm peak      %9.1f GFLOP/s (%d^3, best of %d, %d threads)\n", peak, PEAK_N, PEAK_TRIES, threads);
     printf("MFU             %9.3f\n", mfu);
     printf("peak RSS        %9.1f MB\n", rss_mb);
+    if (dataset && loader_rate(s, args->data, dataset, open_s, step_s, err) < 0)
+        goto out;
     printf("d2v step_ms=%.2f min_ms=%.2f max_ms=%.2f positions_per_s=%.1f gflops=%.2f mfu=%.4f rss_mb=%.1f\n",
            step_s * 1e3, lo * 1e3, hi * 1e3, positions_per_s, gflops, mfu, rss_mb);
     rc = 0;
@@ -214,6 +280,8 @@ out:
     if (batch.B || batch.data || batch.tokens)
         s->mod->batch_free(&batch);
     model_free(&m);
+    if (dataset)
+        s->mod->dataset_close(dataset);
     free(totals);
     free(phases);
     free(scratch);
@@ -226,7 +294,7 @@ int cmd_bench(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    BenchArgs args = {10, 2, -1, NULL};
+    BenchArgs args = {10, 2, -1, NULL, NULL};
     int n_sets = 0;
     char **sets = calloc((size_t)argc + 1, sizeof *sets);
     if (!sets) {
@@ -242,6 +310,8 @@ int cmd_bench(int argc, char **argv)
             bad = parse_count(value, "--warmup", 0, &args.warmup), i++;
         else if (strcmp(argv[i], "--threads") == 0)
             bad = parse_count(value, "--threads", 0, &args.threads), i++;
+        else if (strcmp(argv[i], "--data") == 0 && value)
+            args.data = argv[++i];
         else if (strcmp(argv[i], "--set") == 0 && value)
             sets[n_sets++] = argv[++i];
         else if (argv[i][0] != '-' && !args.config)

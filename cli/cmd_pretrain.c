@@ -1,5 +1,6 @@
 /* cmd_pretrain.c — `d2v pretrain CONFIG --data PATH --run RUNDIR`. */
 #include "cli.h"
+#include "dist.h"
 #include "setup.h"
 #include "train.h"
 
@@ -127,6 +128,28 @@ static void print_notice(void *ctx, const char *msg)
     fprintf(stderr, "%sd2v pretrain: %s\n", p->tty ? "\n" : "", msg);
 }
 
+/* Data parallel (mpirun): which rank speaks, when it is not rank 0. */
+static const char *rank_tag(void)
+{
+    static char tag[32];
+    if (dist_world() > 1)
+        snprintf(tag, sizeof tag, "rank %d: ", dist_rank());
+    return tag;
+}
+
+/* An error under mpirun: the other ranks may be waiting in a collective
+ * for this one, so the whole job ends here (MPI_Abort; mpirun exits
+ * non-zero and names the rank). One process: the usual message and 1. */
+static int fail_job(D2vError *err)
+{
+    fprintf(stderr, "d2v pretrain: %s%s\n", dist_world() > 1 && strncmp(err->msg, "rank ", 5) != 0 ? rank_tag() : "",
+            err->msg);
+    fflush(stderr);
+    dist_abort(1);
+    dist_finalize();
+    return 1;
+}
+
 static void print_checkpoint(void *ctx, const char *path)
 {
     Progress *p = ctx;
@@ -150,6 +173,11 @@ static void usage(FILE *out)
             "resumes the run, and exits with status 128 + the signal number (130, 143); a second\n"
             "signal quits at once. A failed write (a full disk) stops with the file named and\n"
             "the previous checkpoint intact.\n"
+            "\n"
+            "\n"
+            "Data parallel: `mpirun -np N d2v pretrain ...` (a build with MPI) trains on N ranks;\n"
+            "train.batch_size stays the batch of one update, each rank takes batch_size/N rows of\n"
+            "it, gradients are summed with MPI_Allreduce, and rank 0 alone writes RUNDIR.\n"
             "\n"
             "  --resume            continue the run in RUNDIR from last.safetensors\n"
             "  --set k=v           override a config key, e.g. --set train.steps=200\n"
@@ -230,10 +258,14 @@ int cmd_pretrain(int argc, char **argv)
     }
     Setup s;
     D2vError err;
+    if (dist_init(NULL, NULL, &err) < 0) {
+        free_args(sets, owned);
+        return fail_job(&err);
+    }
     if (setup_from_file(&s, config, n_sets, sets, &err) < 0) {
         free_args(sets, owned);
         setup_free(&s);
-        return fail("pretrain", &err);
+        return fail_job(&err);
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -259,16 +291,25 @@ int cmd_pretrain(int argc, char **argv)
     setup_free(&s);
     if (rc < 0) {
         free_args(sets, owned);
-        return fail("pretrain", &err);
+        return fail_job(&err);
     }
+    const int lead = dist_rank() == 0, world = dist_world();
+    dist_finalize();
     if (rc == 1) {
-        fprintf(stderr, "%sd2v pretrain: stopped by %s; checkpoint saved. Continue with:\n", progress.tty ? "\n" : "",
-                stop_requested == SIGTERM ? "SIGTERM" : "SIGINT");
-        print_resume_command(stderr, config, data, run, n_sets, sets);
+        /* Under mpirun a signal reaches every rank; a rank that missed it
+         * stopped because another got it (the stop flag is all-reduced). */
+        const int sig = stop_requested ? stop_requested : SIGTERM;
+        if (lead) {
+            fprintf(stderr, "%sd2v pretrain: stopped by %s; checkpoint saved. Continue with%s:\n",
+                    progress.tty ? "\n" : "", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                    world > 1 ? " (under mpirun as before)" : "");
+            print_resume_command(stderr, config, data, run, n_sets, sets);
+        }
         free_args(sets, owned);
-        return 128 + stop_requested;
+        return 128 + sig;
     }
     free_args(sets, owned);
-    fprintf(stderr, "d2v pretrain: done; the model is %s/last.safetensors\n", run);
+    if (lead)
+        fprintf(stderr, "d2v pretrain: done; the model is %s/last.safetensors\n", run);
     return 0;
 }

@@ -64,13 +64,6 @@ static void usage_decode(FILE *out)
             "                        writing their names\n");
 }
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double megabytes(int64_t bytes)
 {
     return (double)bytes / 1e6;
@@ -149,7 +142,7 @@ static int train(int argc, char **argv)
     opt.contractions = option(o, n, "--no-contractions") == NULL;
 
     /* Counted file by file (to warn about each), then merged. */
-    double t0 = now_seconds();
+    double t0 = d2v_now_seconds();
     Tokenizer *tok = NULL;
     TokCounter *counter = NULL;
     TokTrainStats st = {0};
@@ -165,10 +158,10 @@ static int train(int argc, char **argv)
         if (rc == 0 && bytes == 0)
             fprintf(stderr, "d2v %s: warning: %s: empty file\n", cmd, files[i]);
     }
-    double t1 = now_seconds();
+    double t1 = d2v_now_seconds();
     if (rc == 0)
         rc = tokenizer_train_counts(counter, &to, &tok, &st, &err);
-    double t2 = now_seconds();
+    double t2 = d2v_now_seconds();
     if (rc == 0)
         rc = tokenizer_save(tok, out, &err);
     if (rc == 0) {
@@ -255,7 +248,7 @@ static int encode(int argc, char **argv)
     Utf8Report rep = {0};
     int64_t bytes = 0;
     int rc = tokenizer_load(option(o, n, "--tokenizer"), &tok, &err);
-    double t1 = now_seconds();
+    double t1 = d2v_now_seconds();
     if (rc == 0) {
         out.tok = tok;
         rc = tokenizer_encode_stream(tok, in, name, print_ids, &out, &rep, &bytes, &err);
@@ -264,7 +257,7 @@ static int encode(int argc, char **argv)
         rc = d2v_fail(&err, "writing the ids: %s", strerror(errno));
     if (rc == 0 && fflush(stdout) != 0)
         rc = d2v_fail(&err, "writing the ids: %s", strerror(errno));
-    double t2 = now_seconds();
+    double t2 = d2v_now_seconds();
     if (rc == 0 && rep.count > 0)
         fprintf(stderr, "d2v %s: warning: %s: invalid UTF-8 at byte offset %lld (replaced by U+FFFD; %lld place%s)\n",
                 cmd, name, (long long)rep.first_offset, (long long)rep.count, rep.count == 1 ? "" : "s");

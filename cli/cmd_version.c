@@ -1,5 +1,6 @@
 /* cmd_version.c — `d2v version`: what this binary computes with. */
 #include "cli.h"
+#include "dist.h"
 #include "real.h"
 
 #include <omp.h>
@@ -27,5 +28,6 @@ int cmd_version(int argc, char **argv)
     printf("blas threading: %s, %d threads\n", blas_parallel_name(openblas_get_parallel()),
            openblas_get_num_threads());
     printf("openmp threads: %d (of %d processors)\n", omp_get_max_threads(), omp_get_num_procs());
+    printf("data parallel: %s\n", dist_backend());
     return 0;
 }

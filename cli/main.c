@@ -16,6 +16,9 @@ static const Command commands[] = {
     {"embed", cmd_embed, "write frozen features of a dataset to .npy"},
     {"eval", cmd_eval, "k-NN or linear-probe accuracy of frozen features (eval knn|linear)"},
     {"tokenizer", cmd_tokenizer, "train a byte-level BPE tokenizer on text, or encode/decode with one"},
+    {"show", cmd_show, "pictures of one input: the mask, the teacher's targets, the last layer's attention"},
+    {"plot", cmd_plot, "a run's log.jsonl as curves: loss, target_var, pred_var, frontend_var, lr, tau"},
+    {"compare", cmd_compare, "the same objective on several modalities for the same time: one side-by-side report"},
     {"inspect", cmd_inspect, "list the tensors, metadata and embedded config of a .safetensors file"},
     {"version", cmd_version, "print the version, BLAS library, CPU core type and thread count"},
 };

@@ -21,6 +21,7 @@ real *arena_take(Arena *a, size_t n);
 void *arena_take_bytes(Arena *a, size_t bytes);
 /* Allocates capacity bytes (the size a measuring pass reported). */
 int arena_alloc(Arena *a, size_t capacity, D2vError *err);
+/* Releases the arena's one allocation. */
 void arena_free(Arena *a);
 
 #endif

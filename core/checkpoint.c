@@ -64,8 +64,9 @@ int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *st
             snprintf(name, len, "%s%s", role_prefix[role], p->name);
             rc = st_writer_add(&w, name, ST_F32, p->ndim, p->shape, data, err);
         }
-    char step[32], version[16], rng[256], best[40], best_step[32];
+    char step[32], version[16], rng[256], world[16], best[40], best_step[32];
     snprintf(step, sizeof step, "%" PRId64, state->step);
+    snprintf(world, sizeof world, "%d", state->world > 0 ? state->world : 1);
     snprintf(best, sizeof best, "%.17g", state->best_knn); /* round-trips a double exactly */
     snprintf(best_step, sizeof best_step, "%" PRId64, state->best_knn_step);
     snprintf(version, sizeof version, "%d", CHECKPOINT_VERSION);
@@ -73,7 +74,7 @@ int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *st
     if (rc == 0)
         rc = st_writer_meta(&w, "format", CHECKPOINT_FORMAT, err) || st_writer_meta(&w, "format_version", version, err) ||
              st_writer_meta(&w, "step", step, err) || st_writer_meta(&w, "rng", rng, err) ||
-             st_writer_meta(&w, "d2v_version", D2V_VERSION, err) ||
+             st_writer_meta(&w, "world_size", world, err) || st_writer_meta(&w, "d2v_version", D2V_VERSION, err) ||
              st_writer_meta(&w, "config", config_text ? config_text : "", err) ? -1 : 0;
     if (rc == 0 && state->best_knn_step > 0)
         rc = st_writer_meta(&w, "best_knn", best, err) || st_writer_meta(&w, "best_knn_step", best_step, err) ? -1 : 0;
@@ -128,6 +129,8 @@ static int parse_state(const StFile *f, const char *path, TrainState *state, D2v
                         step ? step : "missing");
     if (!rng || parse_rng(rng, &state->rng) < 0)
         return d2v_fail(err, "%s: metadata \"rng\" is malformed", path);
+    const char *world = st_meta(f, "world_size");
+    state->world = world ? atoi(world) : 0;
     state->best_knn = 0;
     state->best_knn_step = 0;
     if (!best && !best_step)

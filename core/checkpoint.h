@@ -2,7 +2,7 @@
  *   <name>            student tensors
  *   teacher.<name>    the EMA teacher (Transformer tensors only)
  *   optim.m.<name>, optim.v.<name>   AdamW moments
- *   __metadata__      format, format_version, step, rng, seed, the
+ *   __metadata__      format, format_version, step, rng, world_size, the
  *                     resolved config text, d2v version, and, once a
  *                     periodic k-NN evaluation has run, best_knn and
  *                     best_knn_step (the best top-1 so far and its step)
@@ -19,10 +19,13 @@
 typedef struct {
     int64_t step;   /* optimizer updates done */
     Rng rng;        /* the run's sequential RNG (masking, data order) */
+    int world;      /* data-parallel ranks that wrote it; 0: not recorded
+                       (metadata "world_size", absent before issue 8) */
     int64_t best_knn_step; /* step of the best periodic k-NN so far; 0: none yet */
     double best_knn;       /* its top-1 (eval.every, train.h) */
 } TrainState;
 
+/* Writes ps (student, teacher, moments), state and config_text to path, atomically. */
 int checkpoint_save(const char *path, const ParamStore *ps, const TrainState *state, const char *config_text,
                     D2vError *err);
 

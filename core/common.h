@@ -24,8 +24,12 @@ int d2v_fail(D2vError *err, const char *fmt, ...)
 int d2v_fail_prefix(D2vError *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Seconds on the monotonic clock: for durations (steps, phases, budgets). */
+double d2v_now_seconds(void);
+
 /* malloc/calloc that fail with a message instead of returning NULL silently. */
 void *d2v_malloc(size_t bytes, D2vError *err);
+/* calloc of count x size bytes; on failure fills err and returns NULL. */
 void *d2v_calloc(size_t count, size_t size, D2vError *err);
 
 #endif

@@ -939,7 +939,8 @@ static const ConfigKey core_keys[] = {
         "updates over which tau moves linearly from decay to end_decay"),
 
     KEY(train, steps, CK_INT, "400000", 1, MANY, NULL, "number of updates to train for"),
-    KEY(train, batch_size, CK_INT, "8", 1, 1048576, NULL, "examples per update"),
+    KEY(train, batch_size, CK_INT, "8", 1, 1048576, NULL,
+        "examples per update, over all data-parallel ranks and update_freq micro-batches"),
     KEY(train, seed, CK_INT, "1", 0, 9007199254740991.0, NULL,
         "seed of every random choice (initialisation, masks, dropout, data order)"),
     KEY(train, threads, CK_INT, "0", 0, 1024, NULL, "worker threads; 0 means all cores"),
@@ -958,6 +959,12 @@ static const ConfigKey core_keys[] = {
         "updates before the variance floors are checked"),
     KEY(train, on_nonfinite, CK_CHOICE, "stop", 0, 0, "stop|skip",
         "a NaN/inf loss or gradient stops the run, or its update is skipped and counted"),
+    KEY(train, update_freq, CK_INT, "1", 1, 4096, NULL,
+        "micro-batches per update (gradient accumulation); batch_size is the whole update's batch"),
+    KEY(train, sync_check_every, CK_INT, "100", 0, MANY, NULL,
+        "data parallel: steps between checks that every rank holds the same parameters; 0 turns it off"),
+    KEY(train, dist_timeout, CK_FLOAT, "600", 0, 1e7, NULL,
+        "data parallel: seconds a rank waits for the others before failing; 0 waits forever"),
 
     KEY(data, on_error, CK_CHOICE, "skip", 0, 0, "skip|fail",
         "an unreadable example is skipped with a warning, or stops the run"),
@@ -999,6 +1006,9 @@ int d2v_config_validate(const D2vConfig *cfg, D2vError *err)
                             "exceeds 1 (optim.schedule = tri_stage)",
                             sum);
     }
+    if (cfg->train.batch_size % cfg->train.update_freq != 0)
+        return d2v_fail(err, "train.batch_size = %lld is not divisible by train.update_freq = %lld",
+                        (long long)cfg->train.batch_size, (long long)cfg->train.update_freq);
     if (cfg->optim.min_lr > cfg->optim.lr)
         return d2v_fail(err, "optim.min_lr = %g exceeds optim.lr = %g", cfg->optim.min_lr,
                         cfg->optim.lr);

@@ -97,6 +97,9 @@ typedef struct {
         double min_target_var, min_pred_var, min_frontend_var;
         int64_t var_check_after;
         char on_nonfinite[CONFIG_STR_LEN]; /* stop | skip */
+        int64_t update_freq;     /* micro-batches accumulated per update */
+        int64_t sync_check_every; /* steps between cross-rank parameter checks */
+        double dist_timeout;     /* seconds a collective may wait */
     } train;
     struct {
         char on_error[CONFIG_STR_LEN]; /* skip | fail */

@@ -63,8 +63,16 @@ void d2v_bind(Data2vec *m, const ParamStore *ps)
 void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads)
 {
     const size_t M = (size_t)B * N, D = (size_t)m->encoder.dim;
+    /* The teacher's scratch overlays the student's activations: the teacher
+     * runs first and is done (its targets are in target_sum, below) before
+     * the student writes anything (issue 6: peak memory). */
+    const size_t start = arena->used;
     transformer_layout(&a->student, arena, &m->encoder, B, N, 1, threads);
+    const size_t student_end = arena->used;
+    arena->used = start;
     transformer_layout(&a->teacher, arena, &m->encoder, B, N, 0, threads);
+    if (arena->used < student_end)
+        arena->used = student_end;
     a->target_sum = arena_take(arena, M * D);
     a->tap_norm = arena_take(arena, M * D);
     /* Layer norm keeps M statistics, instance norm B*D. */
@@ -98,6 +106,12 @@ static void target_norm(TargetNorm kind, real *out, const real *in, Data2vecActs
 void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
                          const uint8_t *pad, int B, int N)
 {
+    d2v_teacher_targets_layers(m, ps, a, x_teacher, pad, B, N, NULL);
+}
+
+void d2v_teacher_targets_layers(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
+                                const uint8_t *pad, int B, int N, real *layers)
+{
     const Transformer *t = &m->encoder;
     const int M = B * N, D = t->dim, L = t->layers, K = m->top_k;
     const size_t MD = (size_t)M * D;
@@ -123,6 +137,8 @@ void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *
         /* eq. 2: y += norm(a^l) over the top K blocks */
         const real *tap = m->tap_block_end ? b->out : b->ffn;
         target_norm(m->layer_norm, a->tap_norm, tap, a, pad, B, N, D, t->eps);
+        if (layers)
+            memcpy(layers + (size_t)(l - (L - K)) * MD, a->tap_norm, MD * sizeof(real));
         for (size_t i = 0; i < MD; i++)
             a->target_sum[i] += a->tap_norm[i];
     }
@@ -225,12 +241,14 @@ void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const 
     stats->pred_var = d2v_channel_std(a->pred, NULL, P, D);
 
     /* Backward, in reverse: loss -> head -> scatter to positions -> encoder. */
-    regression_loss_backward(a->d_pred, a->pred, a->targets, P, D, m->loss_beta, m->loss_scale);
+    const real grad_scale = m->loss_denominator > 0 ? (real)((double)m->loss_scale * P / m->loss_denominator)
+                                                    : m->loss_scale;
+    regression_loss_backward(a->d_pred, a->pred, a->targets, P, D, m->loss_beta, grad_scale);
     head_backward(m, w, g, a, P);
     memset(a->d_output, 0, (size_t)M * D * sizeof(real));
     for (int p = 0; p < P; p++)
         memcpy(a->d_output + (size_t)a->loss_rows[p] * D, a->d_head_in + (size_t)p * D, (size_t)D * sizeof(real));
-    transformer_backward(t, w, g, &a->student, x_student, a->d_output, d_x_student, B, N, mode);
+    transformer_backward(t, w, g, &a->student, x_student, pad, a->d_output, d_x_student, B, N, mode);
 }
 
 /* Forward FLOPs of one block on B rows of N positions: the four projections

@@ -24,6 +24,12 @@ typedef struct {
     int tap_block_end;      /* 0: FFN output before the last residual (paper); 1: block end */
     real loss_beta, loss_scale;
     int head_mlp;           /* 0: Linear(D,D); 1: Linear(D,2D)-GELU-Linear(2D,D) (text) */
+    /* 0 (d2v_register's default): the gradient is that of the loss as a
+     * mean over this batch's masked positions. > 0: of the per-position sum
+     * divided by this instead. The training loop uses 1 (the sum) when a step
+     * spans ranks or micro-batches and divides by the global count after
+     * the all-reduce. stats->loss is always this batch's mean. */
+    double loss_denominator;
     size_t head_w1, head_b1, head_w2, head_b2;
 } Data2vec;
 
@@ -47,7 +53,11 @@ typedef struct {
 
 /* Builds the encoder and head from the config and registers their tensors. */
 int d2v_register(Data2vec *m, ParamStore *ps, const D2vConfig *cfg, D2vError *err);
+/* Resolves the encoder's and head's tensor offsets after params_alloc. */
 void d2v_bind(Data2vec *m, const ParamStore *ps);
+/* Lays out the activations for B x N inputs. The teacher's scratch shares
+ * memory with the student's activations: run the teacher (targets) before
+ * the student, as a step does; a student forward clobbers the teacher's. */
 void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads);
 
 /* Step 4 of DESIGN §3: the teacher (weights ps->teacher, eval mode) on the
@@ -55,6 +65,11 @@ void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, 
  * per-layer and final norms. Keeps nothing but two blocks of scratch. */
 void d2v_teacher_targets(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
                          const uint8_t *pad, int B, int N);
+/* The same, also copying each of the top K normalised layers norm(a^l) into
+ * layers (K,B,N,D), lowest layer first, when layers is not NULL (`d2v show
+ * targets`: what is averaged). */
+void d2v_teacher_targets_layers(const Data2vec *m, const ParamStore *ps, Data2vecActs *a, const real *x_teacher,
+                                const uint8_t *pad, int B, int N, real *layers);
 
 /* One forward and backward of the objective. x_student is the masked input
  * (B,N,D) and x_teacher the unmasked one; loss_mask (B,N) marks the positions
@@ -79,6 +94,7 @@ typedef struct {
     double student;  /* Transformer forward + backward */
     double head;     /* regression head forward + backward */
 } D2vFlops;
+/* FLOPs of one objective step: B x N positions, P of them in the loss. */
 D2vFlops d2v_flops(const Data2vec *m, int B, int N, int P);
 
 /* fairseq's compute_var: mean over channels of sqrt(unbiased var + 1e-6)

@@ -30,7 +30,7 @@ int feature_set_embed(FeatureSet *f, Model *m, const void *mcfg, Pool pool, int 
 int feature_set_check(FeatureSet *f, const void *mcfg, int batch_size, D2vError *err)
 {
     Loader *loader;
-    LoaderSpec spec = {f->mod, mcfg, f->dataset, batch_size, 0, 0, 0, 0, NULL, NULL};
+    LoaderSpec spec = {f->mod, mcfg, f->dataset, batch_size, 0, 0, 0, 0, NULL, NULL, 0, 0, 0};
     if (loader_start(&loader, &spec, err) < 0)
         return -1;
     Batch *batch;

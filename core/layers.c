@@ -10,15 +10,17 @@
 
 void linear_forward(real *out, const real *in, const real *weight, const real *bias, int M, int In, int Out)
 {
-    gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Out, In, R(1), in, In, weight, In, R(0), out, Out);
-    if (!bias)
+    if (!bias) {
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Out, In, R(1), in, In, weight, In, R(0), out, Out);
         return;
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++) {
-        real *row = out + (size_t)m * Out;
-        for (int o = 0; o < Out; o++)
-            row[o] += bias[o];
     }
+    /* The bias goes in first and the GEMM accumulates onto it (beta = 1):
+     * with beta = 0 OpenBLAS spends a pass zeroing out, and adding the bias
+     * afterwards would be another pass over it (issue 6 profile: 3%). */
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        memcpy(out + (size_t)m * Out, bias, (size_t)Out * sizeof(real));
+    gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Out, In, R(1), in, In, weight, In, R(1), out, Out);
 }
 
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
@@ -41,6 +43,16 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
 
 /* ---- layer norm ----------------------------------------------------------- */
 
+/* One row's normalisation from its statistics: shared by the forward and
+ * the recompute, so both give the same bits. */
+static inline void layernorm_row(real *y, const real *x, real mu, real r, const real *gamma, const real *beta, int D)
+{
+    for (int d = 0; d < D; d++) {
+        real xhat = (x[d] - mu) * r;
+        y[d] = gamma ? xhat * gamma[d] + beta[d] : xhat;
+    }
+}
+
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps)
 {
@@ -57,13 +69,18 @@ void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const 
             var += (x[d] - mu) * (x[d] - mu);
         var /= (real)D; /* biased, as torch.nn.functional.layer_norm */
         real r = R(1) / sqrt(var + eps);
-        for (int d = 0; d < D; d++) {
-            real xhat = (x[d] - mu) * r;
-            y[d] = gamma ? xhat * gamma[d] + beta[d] : xhat;
-        }
+        layernorm_row(y, x, mu, r, gamma, beta, D);
         mean[m] = mu;
         rstd[m] = r;
     }
+}
+
+void layernorm_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int M, int D)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
 }
 
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
@@ -183,16 +200,17 @@ void instancenorm_backward(real *d_in, const real *d_out, const real *in, const 
 
 #ifdef D2V_DOUBLE
 /* The gradient checks compare against libm's exact erf and exp. */
-static inline real gelu_exp(real x) { return exp(x); }
+static inline real fast_exp(real x) { return exp(x); }
 static inline real gelu_erf(real x) { return erf(x); }
 #else
 /* libm's erff and expf are scalar calls: they were a fifth of a speech step
- * (the CNN applies GELU to every sample-rate frame). These two are branch-
+ * (the CNN applies GELU to every sample-rate frame), and expf was 2% of an
+ * image step in the attention softmax. These two are branch-
  * free, so `omp simd` turns each loop into vector code.
  *
  * e^x: x = n ln2 + r with |r| <= ln2/2, e^r by its degree-6 Taylor
  * polynomial (relative error < 2e-7), 2^n put into the exponent bits. */
-static inline float gelu_exp(float x)
+static inline float fast_exp(float x)
 {
     /* Written so a NaN fails the first test and is clamped too: converting
      * a NaN n to int32_t below is undefined behaviour (UBSan: a negative
@@ -227,7 +245,7 @@ static inline float gelu_erf(float x)
     p = p * t + 1.421413741f;
     p = p * t - 0.284496736f;
     p = p * t + 0.254829592f;
-    const float y = 1.0f - p * t * gelu_exp(-a * a);
+    const float y = 1.0f - p * t * fast_exp(-a * a);
     return copysignf(y, x);
 }
 #endif
@@ -247,25 +265,38 @@ void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n)
     for (size_t i = 0; i < n; i++) {
         real x = in[i];
         real cdf = R(0.5) * (R(1) + gelu_erf(x * INV_SQRT2));
-        real pdf = INV_SQRT_2PI * gelu_exp(R(-0.5) * x * x);
+        real pdf = INV_SQRT_2PI * fast_exp(R(-0.5) * x * x);
         d_in[i] = d_out[i] * (cdf + x * pdf);
     }
 }
 
 /* ---- dropout -------------------------------------------------------------------- */
 
-/* One Philox block gives four uniforms: elements are processed in groups of
- * four so each block is computed once. */
-static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
+/* Uniforms are drawn in chunks so each Philox block (four values) is
+ * computed once (twice at most where a chunk boundary splits one). */
+#define DROPOUT_CHUNK 1024
+
+/* out[k] = in[k] / (1 - p) where uniform first+k of the site is >= p, else 0,
+ * for k < n. Serial: called inside parallel loops. */
+static void dropout_range(real *out, const real *in, uint64_t first, size_t n, DropoutSite s)
 {
     const real keep_scale = R(1) / (R(1) - s.p);
-    const size_t groups = (n + 3) / 4;
+    float u[DROPOUT_CHUNK];
+    for (size_t done = 0; done < n; done += DROPOUT_CHUNK) {
+        const size_t len = n - done < DROPOUT_CHUNK ? n - done : DROPOUT_CHUNK;
+        rng_uniforms_at(s.seed, s.site, s.step, first + done, len, u);
+        for (size_t k = 0; k < len; k++)
+            out[done + k] = u[k] >= (float)s.p ? in[done + k] * keep_scale : 0;
+    }
+}
+
+static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
+{
+    const size_t chunks = (n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK;
 #pragma omp parallel for schedule(static)
-    for (size_t g = 0; g < groups; g++) {
-        for (size_t i = g * 4; i < g * 4 + 4 && i < n; i++) {
-            float u = rng_uniform_at(s.seed, s.site, s.step, i);
-            out[i] = u >= (float)s.p ? in[i] * keep_scale : 0;
-        }
+    for (size_t c = 0; c < chunks; c++) {
+        const size_t first = c * DROPOUT_CHUNK, len = n - first < DROPOUT_CHUNK ? n - first : DROPOUT_CHUNK;
+        dropout_range(out + first, in + first, s.first + first, len, s);
     }
 }
 
@@ -287,8 +318,61 @@ void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site)
 
 size_t attention_scratch_size(int N, int threads)
 {
-    /* Per thread: one (N,N) score/probability tile and one for its gradient. */
-    return (size_t)threads * 2 * (size_t)N * (size_t)N;
+    /* Per thread, (N,N) tiles: the recomputed probabilities, their dropped
+     * version and their gradient. */
+    return (size_t)threads * 3 * (size_t)N * (size_t)N;
+}
+
+/* Softmax over one row of scores in place; padded keys get probability 0,
+ * and a row whose keys are all padding attends to nothing. Branch-free
+ * loops, so they vectorise (fast_exp). */
+static void softmax_row(real *row, const uint8_t *key_pad, int N)
+{
+    real max = -INFINITY;
+    if (key_pad) {
+        for (int j = 0; j < N; j++)
+            if (!key_pad[j])
+                max = row[j] > max ? row[j] : max;
+    } else {
+#pragma omp simd reduction(max : max)
+        for (int j = 0; j < N; j++)
+            max = row[j] > max ? row[j] : max;
+    }
+    if (max == -INFINITY) {
+        memset(row, 0, (size_t)N * sizeof *row);
+        return;
+    }
+    real sum = 0;
+    if (key_pad) {
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < N; j++) {
+            const real e = key_pad[j] ? R(0) : fast_exp(row[j] - max);
+            row[j] = e;
+            sum += e;
+        }
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < N; j++) {
+            const real e = fast_exp(row[j] - max);
+            row[j] = e;
+            sum += e;
+        }
+    }
+    const real inv = R(1) / sum;
+#pragma omp simd
+    for (int j = 0; j < N; j++)
+        row[j] *= inv;
+}
+
+/* p (N,N) = softmax(scale q k^T) for one (batch, head): q and k are strided
+ * rows of qkv. The forward and the backward's recompute share it, so both
+ * get the same bits. */
+static void attention_probs(real *p, const real *q, const real *k, const uint8_t *key_pad, int N, int Dh, int row,
+                            real scale)
+{
+    gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, scale, q, row, k, row, R(0), p, N);
+    for (int i = 0; i < N; i++)
+        softmax_row(p + (size_t)i * N, key_pad, N);
 }
 
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
@@ -305,31 +389,13 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
         const real *k = q + D, *v = q + 2 * D;
         real *p = probs + (size_t)bh * N * N;
         const uint8_t *key_pad = pad ? pad + (size_t)b * N : NULL;
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, scale, q, row, k, row, R(0), p, N);
-        for (int i = 0; i < N; i++) {
-            real *pi = p + (size_t)i * N;
-            real max = -INFINITY;
-            for (int j = 0; j < N; j++)
-                if (!key_pad || !key_pad[j])
-                    max = pi[j] > max ? pi[j] : max;
-            real sum = 0;
-            for (int j = 0; j < N; j++) {
-                pi[j] = (!key_pad || !key_pad[j]) ? exp(pi[j] - max) : 0;
-                sum += pi[j];
-            }
-            /* A row whose keys are all padding attends to nothing. */
-            real inv = sum > 0 ? R(1) / sum : 0;
-            for (int j = 0; j < N; j++)
-                pi[j] *= inv;
-        }
+        attention_probs(p, q, k, key_pad, N, Dh, row, scale);
         const real *pv = p;
         if (drop.p > 0) {
-            real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
+            real *tile = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
             DropoutSite s = drop;
-            s.site = (drop.site << 16) + (uint64_t)bh; /* a distinct stream per (b,h) */
-            const real keep_scale = R(1) / (R(1) - s.p);
-            for (size_t i = 0; i < (size_t)N * N; i++)
-                tile[i] = rng_uniform_at(s.seed, s.site, s.step, i) >= (float)s.p ? p[i] * keep_scale : 0;
+            s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh; /* a distinct stream per (b,h) */
+            dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, v, row, R(0),
@@ -337,8 +403,8 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
     }
 }
 
-void attention_backward(real *d_qkv, const real *d_out, const real *probs, const real *qkv, int B, int N,
-                        int D, int H, DropoutSite drop, real *scratch)
+void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
+                        int H, DropoutSite drop, real *scratch)
 {
     const int Dh = D / H, row = 3 * D;
     const real scale = R(1) / sqrt((real)Dh);
@@ -348,17 +414,19 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         const size_t qoff = (size_t)b * N * row + (size_t)h * Dh;
         const real *q = qkv + qoff, *k = q + D, *v = q + 2 * D;
         real *dq = d_qkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
-        const real *p = probs + (size_t)bh * N * N;
         const real *dout = d_out + (size_t)b * N * D + (size_t)h * Dh;
-        real *tile = scratch + (size_t)omp_get_thread_num() * 2 * N * N;
-        real *dp = tile + (size_t)N * N;
+        real *p = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
+        real *tile = p + (size_t)N * N, *dp = tile + (size_t)N * N;
+        /* The probabilities are recomputed rather than kept per layer: an
+         * N x N x Dh GEMM more per head, and (B,H,N,N) less memory per layer
+         * (issue 6). */
+        attention_probs(p, q, k, pad ? pad + (size_t)b * N : NULL, N, Dh, row, scale);
         DropoutSite s = drop;
-        s.site = (drop.site << 16) + (uint64_t)bh;
+        s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh;
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);
         const real *pv = p;
         if (drop.p > 0) {
-            for (size_t i = 0; i < (size_t)N * N; i++)
-                tile[i] = rng_uniform_at(s.seed, s.site, s.step, i) >= (float)s.p ? p[i] * keep_scale : 0;
+            dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
         /* dV = P'^T dO;  dP' = dO V^T */
@@ -368,10 +436,14 @@ void attention_backward(real *d_qkv, const real *d_out, const real *probs, const
         for (int i = 0; i < N; i++) {
             const real *pi = p + (size_t)i * N;
             real *dpi = dp + (size_t)i * N;
-            if (drop.p > 0)
+            /* The forward's mask, read back from the dropped tile: where it
+             * is 0 either the key was dropped or P is 0, and then dS is 0
+             * whatever dP is, so the Philox draws need not be redone. */
+            if (drop.p > 0) {
+                const real *ti = tile + (size_t)i * N;
                 for (int j = 0; j < N; j++)
-                    dpi[j] = rng_uniform_at(s.seed, s.site, s.step, (size_t)i * N + j) >= (float)s.p
-                        ? dpi[j] * keep_scale : 0;
+                    dpi[j] = ti[j] != 0 ? dpi[j] * keep_scale : 0;
+            }
             real dot = 0;
             for (int j = 0; j < N; j++)
                 dot += dpi[j] * pi[j];

@@ -27,19 +27,26 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
  * row for the backward. */
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps);
+/* d_in (M,D) from d_out; d_gamma, d_beta (D) accumulated (may be NULL). */
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D);
+/* out (M,D) = the forward's output again, from its input and saved mean and
+ * 1/std: the backward recomputes a normalised input instead of keeping it. */
+void layernorm_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                         const real *beta, int M, int D);
 
 /* Instance norm (no affine): per sample b and channel d, normalise over the
  * N positions that are not padding (pad[b*N+n] != 0 marks padding; pad may
  * be NULL). Padded positions come out as 0. mean/rstd are (B,D). */
 void instancenorm_forward(real *out, real *mean, real *rstd, const real *in, const uint8_t *pad,
                           int B, int N, int D, real eps);
+/* d_in (B,N,D) from d_out; padded positions get 0. */
 void instancenorm_backward(real *d_in, const real *d_out, const real *in, const real *mean,
                            const real *rstd, const uint8_t *pad, int B, int N, int D);
 
 /* GELU, the exact erf form (PyTorch's default): x/2 (1 + erf(x/sqrt 2)). */
 void gelu_forward(real *out, const real *in, size_t n);
+/* d_in (n) = d_out * GELU'(in); may work in place. */
 void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
 
 /* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
@@ -49,23 +56,34 @@ void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
 typedef struct {
     real p;
     uint64_t seed, site, step;
+    /* Where this batch sits in the step's global batch (data parallel,
+     * gradient accumulation): element i draws at index first + i, and
+     * attention's (b, h) at first_bh + b*H + h, so a row's dropout does not
+     * depend on which rank or micro-batch computes it. 0 for a whole batch. */
+    uint64_t first, first_bh;
 } DropoutSite;
+/* out (n) = in with the site's dropout applied (identity when p = 0). */
 void dropout_forward(real *out, const real *in, size_t n, DropoutSite site);
+/* d_in (n) = d_out through the same keep mask as the forward. */
 void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site);
 
 /* Multi-head softmax attention. qkv (B,N,3D) holds q|k|v per row, each D =
  * H heads x Dh channels. out (B,N,D) = softmax(q k^T / sqrt(Dh)) v per head.
- * Keys with pad != 0 get zero weight. probs (B,H,N,N) is kept for the
- * backward (pre-dropout); scratch needs attention_scratch_size() reals. */
+ * Keys with pad != 0 get zero weight. probs (B,H,N,N) gets the attention
+ * probabilities (pre-dropout) for inspection; the backward recomputes them
+ * from qkv and pad. scratch needs attention_scratch_size() reals. */
 size_t attention_scratch_size(int N, int threads);
+/* out (B,N,D) and probs (B,H,N,N) from qkv (B,N,3D). */
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch);
-void attention_backward(real *d_qkv, const real *d_out, const real *probs, const real *qkv, int B, int N,
-                        int D, int H, DropoutSite drop, real *scratch);
+/* d_qkv (B,N,3D) from d_out (B,N,D); the probabilities are recomputed from qkv and pad. */
+void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
+                        int H, DropoutSite drop, real *scratch);
 
 /* Replaces the rows where mask != 0 by a learned vector emb (D): how image
  * and speech hide input (wav2vec 2.0 / BEiT). x (B*N, D). */
 void mask_embed_forward(real *out, const real *in, const uint8_t *mask, const real *emb, int M, int D);
+/* d_in (M,D): d_out where unmasked, 0 where masked; d_emb (D) += masked rows of d_out. */
 void mask_embed_backward(real *d_in, real *d_emb, const real *d_out, const uint8_t *mask, int M, int D);
 
 /* out (M,D) = a + b. */
@@ -77,6 +95,7 @@ void residual_forward(real *out, const real *a, const real *b, size_t n);
  * (fairseq uses F.mse_loss then, without the 1/2). Returns the loss and
  * writes d_pred (P,D) = d loss / d pred. */
 double regression_loss_forward(const real *pred, const real *target, int P, int D, real beta, real scale);
+/* d_pred (P,D) = d loss / d pred, for the same beta and scale. */
 void regression_loss_backward(real *d_pred, const real *pred, const real *target, int P, int D, real beta,
                               real scale);
 

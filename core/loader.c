@@ -18,7 +18,8 @@ struct Loader {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t changed;
-    int *items;
+    int *items;        /* the global batch's items */
+    int rows, chunks;  /* rows per handed-out batch; batches per step */
 };
 
 static void shuffle(int *perm, int n, uint64_t seed, int64_t epoch)
@@ -63,13 +64,16 @@ static void *produce(void *arg)
         if (done)
             break;
 
-        int rows = B;
+        int rows = B, row0 = 0;
+        const int64_t batch_k = s->train ? k / l->chunks : k; /* k counts handed-out slices */
         if (s->train) {
-            if (k / per_epoch != perm_epoch) {
-                perm_epoch = k / per_epoch;
+            if (batch_k / per_epoch != perm_epoch) {
+                perm_epoch = batch_k / per_epoch;
                 shuffle(perm, l->n_items, s->seed, perm_epoch);
             }
-            memcpy(l->items, perm + (k % per_epoch) * B, (size_t)B * sizeof *l->items);
+            memcpy(l->items, perm + (batch_k % per_epoch) * B, (size_t)B * sizeof *l->items);
+            rows = l->rows;
+            row0 = (s->first_chunk + (int)(k % l->chunks)) * l->rows;
         } else {
             int64_t first = k * B;
             rows = (int)(l->n_items - first < B ? l->n_items - first : B);
@@ -77,11 +81,15 @@ static void *produce(void *arg)
                 l->items[i] = (int)(first + i);
         }
         Rng r;
-        rng_init(&r, s->seed, rng_stream(STREAM_AUGMENT, (uint64_t)k));
+        rng_init(&r, s->seed, rng_stream(STREAM_AUGMENT, (uint64_t)batch_k));
         Batch *b = &l->slots[k % SLOTS];
+        b->row0 = row0;
+        b->global_items = s->train ? l->items : NULL;
+        b->global_rows = s->train ? B : rows;
         D2vError err;
-        int rc = s->mod->load_batch(s->mcfg, s->dataset, l->items, rows, s->train, &r, s->skip_bad, s->warn,
+        int rc = s->mod->load_batch(s->mcfg, s->dataset, l->items + row0, rows, s->train, &r, s->skip_bad, s->warn,
                                     s->warn_ctx, b, &err);
+        b->global_items = NULL; /* l->items is refilled for the next slice */
         pthread_mutex_lock(&l->lock);
         if (rc < 0) {
             l->failed = 1;
@@ -110,13 +118,21 @@ int loader_start(Loader **out, const LoaderSpec *spec, D2vError *err)
         free(l);
         return -1;
     }
+    l->rows = spec->train && spec->micro_rows > 0 ? spec->micro_rows : spec->batch_size;
+    l->chunks = spec->train && spec->chunks > 0 ? spec->chunks : 1;
+    if (spec->train && (int64_t)(spec->first_chunk + l->chunks) * l->rows > spec->batch_size) {
+        d2v_fail(err, "loader: chunks %d..%d of %d rows do not fit a batch of %d", spec->first_chunk,
+                 spec->first_chunk + l->chunks - 1, l->rows, spec->batch_size);
+        free(l);
+        return -1;
+    }
     l->n_batches = spec->train ? -1 : (l->n_items + spec->batch_size - 1) / spec->batch_size;
-    l->next_to_fill = l->next_to_take = spec->first_batch;
+    l->next_to_fill = l->next_to_take = spec->first_batch * l->chunks;
     l->items = d2v_malloc((size_t)spec->batch_size * sizeof *l->items, err);
     int allocated = 0;
     int rc = l->items ? 0 : -1;
     for (; allocated < SLOTS && rc == 0; allocated++)
-        rc = spec->mod->batch_alloc(spec->mcfg, spec->batch_size, &l->slots[allocated], err);
+        rc = spec->mod->batch_alloc(spec->mcfg, l->rows, &l->slots[allocated], err);
     if (rc == 0) {
         pthread_mutex_init(&l->lock, NULL);
         pthread_cond_init(&l->changed, NULL);

@@ -15,6 +15,9 @@
 #include "rng.h"
 #include "transformer.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 /* A batch as the loader fills it. Which fields a modality uses is its own
  * business: images use data (B,3,H,W); audio data (B,T) and lengths; text
  * tokens (B,T) and lengths. */
@@ -26,6 +29,21 @@ typedef struct {
     int *labels;       /* evaluation sets; -1 when unlabeled */
     int *items;        /* which dataset items the rows are */
     int skipped;       /* unreadable items replaced while filling it */
+    /* Where these rows sit in the step's global batch (data-parallel ranks
+     * and accumulated micro-batches each hold a slice of it; the loader sets
+     * these before load_batch, batch_alloc leaves them 0 / NULL). Row i's
+     * random draws (augmentation in load_batch, the mask in forward) come
+     * from rng_substream(rng, row0 + i), and load_batch may look at every
+     * item of the global batch (global_items, global_rows) to shape the rows
+     * as one batch would (text pads to the longest of them). */
+    int row0, global_rows;
+    const int *global_items;
+    /* Set by the training loop before forward (NULL: this batch alone): the
+     * smallest `value` over every rank's share of this forward, for a masker
+     * whose rows must agree (speech's same-count masks). A collective: each
+     * rank calls it once per forward. */
+    int (*agree_min)(void *ctx, int value);
+    void *agree_ctx;
 } Batch;
 
 /* What the front-end hands the Transformer for one batch (DESIGN §3 steps
@@ -43,6 +61,39 @@ typedef struct {
 } FrontendOut;
 
 #define MODALITY_WARNING_KEPT "kept: "
+
+/* What one input looks like to a person, for `d2v show` (issue 9), and
+ * where the front-end's positions sit in it. The modality's view callback
+ * mallocs the arrays; input_view_free releases them. */
+typedef enum { VIEW_IMAGE, VIEW_SIGNAL, VIEW_TOKENS } ViewKind;
+typedef struct {
+    ViewKind kind;
+    int first_position;  /* the front-end position of cell, frame or token 0 (1 after a CLS) */
+    int n_positions;     /* cells, frames or tokens */
+    /* image: rgb (height, width, 3), the model's input un-normalised;
+     * position first_position + i is patch i (row-major) of a grid_h x
+     * grid_w grid of patch x patch pixels */
+    uint8_t *rgb;
+    int width, height, grid_h, grid_w, patch;
+    /* signal: n_samples at sample_rate; frame i starts at sample i * hop and
+     * its receptive field spans `window` samples */
+    float *samples;
+    int n_samples, sample_rate, hop, window;
+    /* tokens: each token's text (UTF-8; special tokens as written, <s>) */
+    char **tokens;
+} InputView;
+
+/* Frees the arrays of a view filled by a Modality's view callback. */
+static inline void input_view_free(InputView *v)
+{
+    free(v->rgb);
+    free(v->samples);
+    if (v->tokens)
+        for (int i = 0; i < v->n_positions; i++)
+            free(v->tokens[i]);
+    free(v->tokens);
+    memset(v, 0, sizeof *v);
+}
 
 typedef struct Modality Modality;
 struct Modality {
@@ -90,6 +141,15 @@ struct Modality {
      * and backward (2*M*N*K per GEMM or convolution). */
     void (*synthetic_batch)(const void *fe, const void *mcfg, int B, Rng *rng, Batch *batch);
     void (*flops)(const void *fe, int B, double *forward, double *backward);
+    /* For `d2v bench --data` (optional): how much input a loaded batch
+     * holds, in the modality's own unit (*unit: "images", "s of audio",
+     * "tokens"), so the loader's rate reads in the unit users think in. */
+    double (*batch_amount)(const void *mcfg, const Batch *batch, const char **unit);
+
+    /* For `d2v show` (optional): row `row` of a batch the front-end has just
+     * run forward on, as a person would look at it, and where its positions
+     * are (InputView). Errors name what was missing (a tokenizer). */
+    int (*view)(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err);
 };
 
 #endif

@@ -22,6 +22,7 @@ typedef struct {
  * activations for batches of up to B. */
 int model_build(Model *m, const D2vConfig *cfg, const Modality *mod, const void *mcfg, int B, int threads,
                 D2vError *err);
+/* Frees the front-end, parameters and arena (a zeroed Model is fine). */
 void model_free(Model *m);
 
 #endif

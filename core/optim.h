@@ -27,6 +27,7 @@ double clip_grad_norm(ParamStore *ps, double max_norm);
 /* The two halves of clip_grad_norm, for a caller that must look at the norm
  * (is it finite?) before anything is scaled. */
 double grad_global_norm(const ParamStore *ps);
+/* Scales every gradient by max_norm / norm when norm exceeds max_norm (0: no clipping). */
 void clip_grad_to(ParamStore *ps, double norm, double max_norm);
 
 typedef enum { SCHEDULE_COSINE, SCHEDULE_TRI_STAGE, SCHEDULE_CONSTANT } ScheduleKind;
@@ -38,6 +39,7 @@ typedef struct {
     double init_lr, final_lr, min_lr;
 } Schedule;
 
+/* Fills the LR schedule (kind, peak, warm-up, hold, decay) from [optim] and train.steps. */
 void schedule_from_config(Schedule *s, const D2vConfig *cfg);
 /* Learning rate for update u (0-based). Warm-up is linear and reaches the
  * peak at its last step, (u+1)/warmup, so no update is spent at lr 0. */

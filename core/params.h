@@ -56,12 +56,15 @@ int params_add(ParamStore *ps, const char *name, ParamKind kind, int in_teacher,
                D2vError *err);
 /* Assigns offsets (teacher tensors first) and allocates the five buffers. */
 int params_alloc(ParamStore *ps, D2vError *err);
+/* Frees the store's buffers and tensor list. */
 void params_free(ParamStore *ps);
 
 /* Index of a tensor by name, or -1. */
 int params_find(const ParamStore *ps, const char *name);
 
+/* The student's value of tensor i. */
 static inline real *params_value(const ParamStore *ps, int i) { return ps->value + ps->params[i].offset; }
+/* The gradient of tensor i. */
 static inline real *params_grad(const ParamStore *ps, int i) { return ps->grad + ps->params[i].offset; }
 /* The teacher's copy of tensor i; only valid for in_teacher tensors. */
 static inline real *params_teacher(const ParamStore *ps, int i) { return ps->teacher + ps->params[i].offset; }
@@ -70,6 +73,7 @@ struct Rng;
 /* Fills value by each tensor's init rule from rng, then copies the student's
  * Transformer into the teacher (the teacher starts as the student, §1). */
 void params_init(ParamStore *ps, struct Rng *rng);
+/* Zeroes the gradient buffer (every tensor) before a step. */
 void params_zero_grad(ParamStore *ps);
 
 /* The first tensor (in registration order) with a NaN or infinity in

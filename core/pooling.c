@@ -22,7 +22,7 @@ int extract_features(Model *m, const void *mcfg, void *dataset, int batch_size, 
 {
     const int D = m->d2v.encoder.dim;
     Loader *loader;
-    LoaderSpec spec = {m->mod, mcfg, dataset, batch_size, 0, 0, 0, 0, NULL, NULL};
+    LoaderSpec spec = {m->mod, mcfg, dataset, batch_size, 0, 0, 0, 0, NULL, NULL, 0, 0, 0};
     if (loader_start(&loader, &spec, err) < 0)
         return -1;
     const ForwardMode eval = {.train = 0};

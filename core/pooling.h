@@ -12,6 +12,7 @@ typedef enum {
     POOL_TOPK, /* the teacher's averaged normalised top-K (the targets) */
 } Pool;
 
+/* "mean" | "cls" | "topk" -> *out; -1 for anything else. */
 int pool_parse(const char *name, Pool *out);
 
 /* features (n, D) and labels (n) for every item of the dataset, in order. */

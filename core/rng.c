@@ -44,6 +44,12 @@ void rng_init(Rng *r, uint64_t seed, uint64_t stream)
     r->used = 4;
 }
 
+void rng_substream(Rng *out, const Rng *parent, uint64_t index)
+{
+    rng_init(out, parent->seed, parent->stream);
+    out->position = index << 40;
+}
+
 uint32_t rng_u32(Rng *r)
 {
     if (r->used == 4) {
@@ -96,4 +102,20 @@ float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t i)
     uint32_t out[4];
     philox4x32(counter, key, out);
     return (float)(out[i & 3] >> 8) * (1.0f / 16777216.0f);
+}
+
+void rng_uniforms_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t first, size_t n, float *out)
+{
+    const uint64_t k = seed ^ 0xD20D2017A5A5A5A5ull;
+    const uint32_t key[2] = {(uint32_t)k, (uint32_t)(k >> 32)};
+    uint64_t i = first;
+    for (size_t done = 0; done < n;) {
+        const uint64_t block = i >> 2;
+        const uint32_t counter[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream, (uint32_t)step};
+        uint32_t words[4];
+        philox4x32(counter, key, words);
+        /* Every word of the block is used: one Philox call per four values. */
+        for (unsigned w = (unsigned)(i & 3); w < 4 && done < n; w++, i++, done++)
+            out[done] = (float)(words[w] >> 8) * (1.0f / 16777216.0f);
+    }
 }

@@ -9,6 +9,7 @@
 #ifndef D2V_RNG_H
 #define D2V_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* One Philox4x32-10 block: 128 random bits from a 128-bit counter and a
@@ -23,8 +24,11 @@ typedef struct Rng {
     int used;          /* words of buffer already handed out (4 = empty) */
 } Rng;
 
+/* A generator for (seed, stream), at position 0. */
 void rng_init(Rng *r, uint64_t seed, uint64_t stream);
+/* The next 32 random bits. */
 uint32_t rng_u32(Rng *r);
+/* The next 64 random bits. */
 uint64_t rng_u64(Rng *r);
 /* Uniform in [0, 1) with 24 random bits (exactly representable as float). */
 float rng_uniform(Rng *r);
@@ -33,9 +37,20 @@ uint32_t rng_below(Rng *r, uint32_t n);
 /* Standard normal (Box-Muller). */
 float rng_normal(Rng *r);
 
+/* Sub-stream `index` (< 2^24) of a freshly initialised generator: the same
+ * key and stream, counter positions from index << 40. One step's per-row
+ * draws (augmentation, masks) come from the sub-stream of the row's index in
+ * the step's global batch, so a row gets the same random numbers whichever
+ * rank or micro-batch draws it (data parallel training, accumulation). */
+void rng_substream(Rng *out, const Rng *parent, uint64_t index);
+
 /* Stateless: the uniform in [0,1) at element index i of (seed, stream, step),
  * stream and step below 2^32. Used for dropout masks so they can be
  * regenerated in any order. */
 float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t i);
+
+/* out[k] = rng_uniform_at(seed, stream, step, first + k) for k < n, at a
+ * quarter of the cost (each Philox block's four words are all used). */
+void rng_uniforms_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t first, size_t n, float *out);
 
 #endif

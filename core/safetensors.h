@@ -41,15 +41,21 @@ typedef struct {
     uint64_t data_len;
 } StFile;
 
+/* "F32", "I64", ...: the dtype as the header spells it. */
 const char *st_dtype_name(StDtype d);
+/* Bytes per element of the dtype. */
 size_t st_dtype_size(StDtype d);
 
+/* Reads and validates a whole .safetensors file (header, offsets, sizes); errors name the file. */
 int st_read(const char *path, StFile *out, D2vError *err);
 /* Same validation on a buffer already in memory (used by the fuzzer). */
 int st_parse(const uint8_t *bytes, uint64_t len, const char *what, StFile *out, D2vError *err);
+/* Frees what st_read or st_parse allocated. */
 void st_free(StFile *f);
 
+/* The tensor called name, or NULL. */
 const StTensor *st_find(const StFile *f, const char *name);
+/* The __metadata__ value of key, or NULL. */
 const char *st_meta(const StFile *f, const char *key);
 /* Number of elements of a tensor (product of its shape). */
 uint64_t st_numel(const StTensor *t);
@@ -73,14 +79,18 @@ typedef struct {
     int n_meta, cap_meta;
 } StWriter;
 
+/* An empty writer. */
 void st_writer_init(StWriter *w);
 /* name and data are borrowed: keep them alive until st_writer_save returns.
  * Offsets follow the order of adding, so a tensor added after one of odd byte
  * size (a U8 [3], say) starts unaligned in StFile.data; add wide dtypes first
  * or memcpy out when reading. */
 int st_writer_add(StWriter *w, const char *name, StDtype dtype, int ndim, const int64_t *shape, const void *data, D2vError *err);
+/* Adds a __metadata__ string (copied). */
 int st_writer_meta(StWriter *w, const char *key, const char *value, D2vError *err);
+/* Writes header and tensors to path atomically (temp file, fsync, rename). */
 int st_writer_save(const StWriter *w, const char *path, D2vError *err);
+/* Frees the writer's own copies. */
 void st_writer_free(StWriter *w);
 
 #endif

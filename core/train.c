@@ -1,6 +1,7 @@
 #include "train.h"
 
 #include "checkpoint.h"
+#include "dist.h"
 #include "ema.h"
 #include "evaluate.h"
 #include "loader.h"
@@ -19,16 +20,11 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 int train_set_threads(int64_t threads)
 {
-    int n = threads > 0 ? (int)threads : omp_get_num_procs();
+    /* 0: this host's cores, shared by the ranks running on it. */
+    int n = threads > 0 ? (int)threads : omp_get_num_procs() / dist_local_world();
+    n = n > 0 ? n : 1;
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
     return n;
@@ -176,7 +172,8 @@ static void describe_checkpoint(char *out, size_t len, const char *run_dir, int6
  * run's RNG and the best periodic k-NN so far. */
 static TrainState train_state(const TrainOptions *opt, int64_t step, const TrainState *best)
 {
-    TrainState state = {.step = step, .best_knn_step = best->best_knn_step, .best_knn = best->best_knn};
+    TrainState state = {.step = step, .world = dist_world(), .best_knn_step = best->best_knn_step,
+                        .best_knn = best->best_knn};
     rng_init(&state.rng, (uint64_t)opt->cfg->train.seed, 0);
     return state;
 }
@@ -396,6 +393,7 @@ static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
     for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
         bad = bad || json_object_set_new(o, reals[i].key, json_number(reals[i].value));
     bad = bad || json_object_set_new(o, "masked", json_integer(s->n_loss)) ||
+          json_object_set_new(o, "positions", json_integer((json_int_t)s->positions)) ||
           json_object_set_new(o, "skipped", json_integer((json_int_t)s->skipped)) ||
           json_object_set_new(o, "nonfinite_skipped", json_integer((json_int_t)s->nonfinite_skipped)) ||
           json_object_set_new(o, "seconds", json_number(s->seconds));
@@ -415,47 +413,129 @@ static int log_jsonl(FILE *f, const char *path, const StepLog *s, D2vError *err)
 
 static double seconds_since(double *mark)
 {
-    const double now = now_seconds(), elapsed = now - *mark;
+    const double now = d2v_now_seconds(), elapsed = now - *mark;
     *mark = now;
     return elapsed;
 }
 
-/* DESIGN §3 steps 2-5 for one batch: forward, loss, backward. Nothing is
- * updated yet, so a non-finite result can still be refused. The phase clocks
- * are a handful of clock_gettime calls per step: always on, so training and
- * `d2v bench` run exactly the same code. */
-void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
-                            StepTimes *times)
+/* What one step sums over its micro-batches and, data parallel, over its
+ * ranks (one MPI_Allreduce of doubles): the loss summed over masked
+ * positions, their count, and per-channel sums and sums of squares of the
+ * front-end output, the targets and the predictions, from which the
+ * variances are computed as fairseq's compute_var does under DDP. */
+enum { SUM_LOSS, SUM_COUNT, SUM_FE_COUNT, SUM_POSITIONS, SUM_STOP, SUM_SKIPPED, SUM_HEAD };
+enum { MOM_FE, MOM_TARGET, MOM_PRED, N_MOMENTS }; /* each 2*D: sums, then squares */
+
+static size_t sums_len(int D) { return SUM_HEAD + (size_t)N_MOMENTS * 2 * D; }
+
+static void add_moments(double *sums, int which, const real *rows, const uint8_t *skip, int P, int D)
 {
-    const ForwardMode mode = {.train = 1, .seed = (uint64_t)cfg->train.seed, .step = (uint64_t)step};
-    StepTimes local;
-    StepTimes *tm = times ? times : &local;
-    double mark = now_seconds();
+    double *sum = sums + SUM_HEAD + (size_t)which * 2 * D, *sq = sum + D;
+    for (int p = 0; p < P; p++) {
+        if (skip && skip[p])
+            continue;
+        const real *row = rows + (size_t)p * D;
+        for (int d = 0; d < D; d++) {
+            sum[d] += row[d];
+            sq[d] += (double)row[d] * row[d];
+        }
+    }
+}
+
+/* fairseq's compute_var from all-reduced sums: the mean over channels of
+ * sqrt(unbiased variance + 1e-6); 0 below two rows (d2v_channel_std). */
+static double std_from_moments(const double *sums, int which, double count, int D)
+{
+    if (count < 2)
+        return 0;
+    const double *sum = sums + SUM_HEAD + (size_t)which * 2 * D, *sq = sum + D;
+    double total = 0;
+    for (int d = 0; d < D; d++) {
+        double var = (sq[d] - sum[d] * sum[d] / count) / (count - 1);
+        total += sqrt((var > 0 ? var : 0) + 1e-6);
+    }
+    return total / D;
+}
+
+/* Forward and backward of one micro-batch (DESIGN §3 steps 2-5), adding
+ * its gradient into ps->grad (not zeroed here) and its statistics into
+ * sums. Nothing is updated yet, so a non-finite result can still be
+ * refused. The phase clocks are a handful of clock_gettime calls per step:
+ * always on, so training and `d2v bench` run exactly the same code. */
+static void micro_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, double *sums,
+                                   StepTimes *tm)
+{
+    const ForwardMode mode = {.train = 1, .seed = (uint64_t)cfg->train.seed, .step = (uint64_t)step,
+                              .row0 = (uint64_t)batch->row0};
+    const int D = m->d2v.encoder.dim;
+    double mark = d2v_now_seconds();
     Rng mask_rng;
     rng_init(&mask_rng, (uint64_t)cfg->train.seed, rng_stream(STREAM_MASK, (uint64_t)step));
-    params_zero_grad(&m->ps);
 
     /* Front-end: features, the mask, the student's and the teacher's input. */
     FrontendOut fe;
     m->mod->forward(m->frontend, m->ps.value, batch, &mask_rng, mode, &fe);
-    r->frontend_var = d2v_channel_std(fe.x_teacher, fe.pad, fe.B * fe.N, m->d2v.encoder.dim);
-    tm->frontend_forward = seconds_since(&mark);
+    add_moments(sums, MOM_FE, fe.x_teacher, fe.pad, fe.B * fe.N, D);
+    for (int i = 0; i < fe.B * fe.N; i++)
+        sums[SUM_FE_COUNT] += !(fe.pad && fe.pad[i]);
+    sums[SUM_POSITIONS] += (double)fe.B * fe.N;
+    tm->frontend_forward += seconds_since(&mark);
 
     /* Teacher targets, student prediction, loss, backward to the input. */
     d2v_teacher_targets(&m->d2v, &m->ps, &m->acts, fe.x_teacher, fe.pad, fe.B, fe.N);
-    tm->teacher = seconds_since(&mark);
+    tm->teacher += seconds_since(&mark);
     StepStats stats;
     d2v_student_step(&m->d2v, &m->ps, &m->acts, fe.x_student, fe.loss_mask, fe.pad, fe.B, fe.N, mode, m->d_x,
                      &stats);
-    tm->student = seconds_since(&mark);
+    tm->student += seconds_since(&mark);
     m->mod->backward(m->frontend, m->ps.value, m->ps.grad, m->d_x, mode);
-    tm->frontend_backward = seconds_since(&mark);
+    tm->frontend_backward += seconds_since(&mark);
+    sums[SUM_LOSS] += stats.loss * stats.n_loss;
+    sums[SUM_COUNT] += stats.n_loss;
+    add_moments(sums, MOM_TARGET, m->acts.targets, NULL, stats.n_loss, D);
+    add_moments(sums, MOM_PRED, m->acts.pred, NULL, stats.n_loss, D);
+}
+
+/* After the micro-batches (and the all-reduce): the gradient of the mean
+ * over every masked position of the step, its norm, and the statistics. */
+static void finish_gradient(Model *m, const double *sums, int parts, StepResult *r)
+{
+    const int D = m->d2v.encoder.dim;
+    const double count = sums[SUM_COUNT];
+    if (parts > 1 && count > 0) {
+        /* Each part's gradient was of its sum of losses (loss_denominator
+         * 1): divide by the count over all of them, so N ranks with B/N rows
+         * make the update one process makes with B. */
+        const real inv = (real)(1.0 / count);
+        real *g = m->ps.grad;
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < m->ps.numel; i++)
+            g[i] *= inv;
+    }
     r->grad_norm = grad_global_norm(&m->ps);
-    r->loss = stats.loss;
-    r->target_var = stats.target_var;
-    r->pred_var = stats.pred_var;
-    r->n_loss = stats.n_loss;
-    r->N = fe.N;
+    r->loss = count > 0 ? sums[SUM_LOSS] / count : 0;
+    r->n_loss = (int)count;
+    r->target_var = std_from_moments(sums, MOM_TARGET, count, D);
+    r->pred_var = std_from_moments(sums, MOM_PRED, count, D);
+    r->frontend_var = std_from_moments(sums, MOM_FE, sums[SUM_FE_COUNT], D);
+}
+
+void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
+                            StepTimes *times)
+{
+    StepTimes local;
+    StepTimes *tm = times ? times : &local;
+    memset(tm, 0, sizeof *tm);
+    const int D = m->d2v.encoder.dim;
+    double *sums = calloc(sums_len(D), sizeof *sums);
+    if (!sums)
+        abort(); /* a few KB; bench and tests only */
+    params_zero_grad(&m->ps);
+    m->d2v.loss_denominator = 0;
+    micro_forward_backward(m, cfg, batch, step, sums, tm);
+    finish_gradient(m, sums, 1, r);
+    r->N = (int)(sums[SUM_POSITIONS] / batch->B);
+    free(sums);
 }
 
 /* DESIGN §3 step 6: update the student, then move the teacher toward it
@@ -465,7 +545,7 @@ void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Sche
 {
     StepTimes local;
     StepTimes *tm = times ? times : &local;
-    double mark = now_seconds();
+    double mark = d2v_now_seconds();
     clip_grad_to(&m->ps, r->grad_norm, cfg->optim.clip_norm);
     r->lr = schedule_lr(sched, step);
     adamw_step(&m->ps, adamw, r->lr, step + 1);
@@ -601,10 +681,14 @@ static int periodic_eval(const TrainOptions *opt, PeriodicEval *pe, Model *m, in
     log->new_best_knn = 0;
     if (best->best_knn_step > 0 && !(r.top1 > best->best_knn))
         return 0;
+    TrainState next = {.best_knn_step = step, .best_knn = r.top1};
+    if (dist_rank() != 0) {
+        *best = next; /* rank 0 writes the file (or stops the job if it cannot) */
+        return 0;
+    }
     char path[4096];
     if (path_in(path, sizeof path, opt->run_dir, BEST_KNN_NAME, err) < 0)
         return -1;
-    TrainState next = {.best_knn_step = step, .best_knn = r.top1};
     TrainState state = train_state(opt, step, &next);
     if (checkpoint_save(path, &m->ps, &state, opt->config_text, err) < 0) {
         char reason[D2V_ERR_LEN], previous[200] = "there is none yet";
@@ -621,31 +705,103 @@ static int periodic_eval(const TrainOptions *opt, PeriodicEval *pe, Model *m, in
     return 0;
 }
 
+/* Data parallel: the speech masker's same-count rule over every rank's
+ * rows (Batch.agree_min). A failed collective is remembered and reported
+ * after the forward. */
+typedef struct {
+    D2vError err;
+    int failed;
+} AgreeCtx;
+
+static int agree_min(void *ctx, int value)
+{
+    AgreeCtx *a = ctx;
+    if (!a->failed && dist_allreduce_min_int(&value, &a->err) < 0)
+        a->failed = 1;
+    return value;
+}
+
+/* Every rank must hold the same student, teacher and moments after the same
+ * updates; a cheap checksum (a position-weighted sum of the parameters and
+ * the teacher, in double) compared across ranks catches a divergence
+ * (different threads' rounding never enters: every update is element-wise
+ * on the same all-reduced gradient). */
+static int check_ranks_agree(const Model *m, int64_t step, D2vError *err)
+{
+    double sum = 0;
+    for (size_t i = 0; i < m->ps.numel; i++)
+        sum += (double)m->ps.value[i] * (double)(1 + i % 251);
+    for (size_t i = 0; i < m->ps.teacher_numel; i++)
+        sum += (double)m->ps.teacher[i] * (double)(1 + i % 241);
+    double both[2] = {sum, -sum};
+    if (dist_allreduce_max_double(both, 2, err) < 0)
+        return -1;
+    if (both[0] != -both[1])
+        return d2v_fail(err, "step %lld: the ranks no longer hold the same parameters (checksums from %.17g to "
+                        "%.17g; this rank %d: %.17g); stopping. Every rank must run the same binary and config",
+                        (long long)step, -both[1], both[0], dist_rank(), sum);
+    return 0;
+}
+
+/* Setup failed on some rank: every rank learns it here (one collective),
+ * so none waits in the first step's all-reduce for a rank that has quit. */
+static int agree_setup(int failed, D2vError *err)
+{
+    double any = failed;
+    D2vError comm;
+    if (dist_allreduce_sum_double(&any, 1, &comm) < 0)
+        return failed ? -1 : (*err = comm, -1);
+    if (any > 0 && !failed)
+        return d2v_fail(err, "rank %d: stopping because %.0f other rank%s failed to start (see %s message)",
+                        dist_rank(), any, any == 1 ? "" : "s", any == 1 ? "its" : "their");
+    return failed ? -1 : 0;
+}
+
 int train_run(const TrainOptions *opt, D2vError *err)
 {
     const D2vConfig *cfg = opt->cfg;
+    const int rank = dist_rank(), world = dist_world(), lead = rank == 0;
+    const int update_freq = (int)cfg->train.update_freq, parts = world * update_freq;
+    dist_set_timeout(cfg->train.dist_timeout);
     const int threads = train_set_threads(cfg->train.threads);
     Model m;
     memset(&m, 0, sizeof m);
     void *dataset = NULL;
     Loader *loader = NULL;
     FILE *log = NULL;
+    double *sums = NULL;
     int rc = -1, lock_fd = -1;
     KeptCheckpoints kept = {0};
     int64_t last_saved = -1; /* step of the newest complete checkpoint, -1: none */
     char last_path[4096];
     PeriodicEval pe = {0};
     TrainState best = {0};   /* the best periodic k-NN so far (best_knn_step 0: none) */
-    /* Cheap checks first: the data, then the memory, then the run directory,
-     * so a mistake is reported before anything is written. The activations
-     * fit a training batch and an evaluation batch (eval.batch, like
-     * `d2v eval --batch`, so both embed in the same batches). */
-    int64_t rows = cfg->train.batch_size;
+    /* Each rank takes batch_size / world rows of every batch, in
+     * update_freq micro-batches. */
+    const int64_t B = cfg->train.batch_size;
+    int failed = 0;
+    if (B % parts != 0) {
+        failed = 1;
+        d2v_fail(err, "train.batch_size = %lld is the batch of one update over all ranks and micro-batches; it "
+                 "must divide by ranks (%d) x train.update_freq (%d)", (long long)B, world, update_freq);
+    }
+    const int micro_rows = (int)(B / parts);
+    /* The activations fit a micro-batch and an evaluation batch (eval.batch,
+     * like `d2v eval --batch`, so both embed in the same batches). */
+    int64_t rows = micro_rows;
     if (cfg->eval.every > 0 && cfg->eval.batch > rows)
         rows = cfg->eval.batch;
-    if (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 || periodic_eval_open(opt, &pe, err) < 0 ||
-        model_build(&m, cfg, opt->mod, opt->mcfg, (int)rows, threads, err) < 0 ||
-        prepare_run_dir(opt, last_path, sizeof last_path, &lock_fd, &kept, err) < 0)
+    /* Cheap checks first: the data, then the memory, then the run directory,
+     * so a mistake is reported before anything is written. Only rank 0
+     * writes into the run directory; every rank runs the periodic k-NN (the
+     * same parameters give every rank the same score, and nobody waits). */
+    if (!failed && (opt->mod->open(opt->mcfg, opt->data_path, 0, &dataset, err) < 0 ||
+                    periodic_eval_open(opt, &pe, err) < 0 ||
+                    model_build(&m, cfg, opt->mod, opt->mcfg, (int)rows, threads, err) < 0 ||
+                    (lead ? prepare_run_dir(opt, last_path, sizeof last_path, &lock_fd, &kept, err)
+                          : path_in(last_path, sizeof last_path, opt->run_dir, "last.safetensors", err)) < 0))
+        failed = 1;
+    if (agree_setup(failed, err) < 0)
         goto out;
     int64_t step = 0;
     if (opt->resume) {
@@ -659,30 +815,47 @@ int train_run(const TrainOptions *opt, D2vError *err)
             snprintf(resume_path, sizeof resume_path, "%s", last_path);
         }
         TrainState state;
-        if (checkpoint_load(resume_path, &m.ps, &state, err) < 0)
+        failed = checkpoint_load(resume_path, &m.ps, &state, err) < 0;
+        if (agree_setup(failed, err) < 0)
             goto out;
         step = last_saved = state.step;
         best.best_knn_step = state.best_knn_step;
         best.best_knn = state.best_knn;
-        if (opt->notice) {
-            char msg[8300];
+        if (opt->notice && lead) {
+            char msg[8600];
             snprintf(msg, sizeof msg, "resuming from %s (step %lld)", resume_path, (long long)step);
             opt->notice(opt->ctx, msg);
+            if (state.world > 0 && state.world != world) {
+                snprintf(msg, sizeof msg, "warning: %s was written by %d rank%s, this run has %d: each batch holds "
+                         "the same rows, but they are split and summed in another order, so the run continues "
+                         "the curve within float rounding, not bit for bit", resume_path, state.world,
+                         state.world == 1 ? "" : "s", world);
+                opt->notice(opt->ctx, msg);
+            }
         }
         if (pe.on)
             adopt_best_file(opt, &best);
     }
     char log_path[4096];
-    if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0 ||
-        (opt->resume && repair_log_tail(log_path, err) < 0))
+    if (path_in(log_path, sizeof log_path, opt->run_dir, "log.jsonl", err) < 0)
         goto out;
-    if (!(log = fopen(log_path, opt->resume ? "a" : "w"))) {
-        d2v_fail(err, "cannot open %s: %s", log_path, strerror(errno));
-        goto out;
+    if (lead) {
+        failed = (opt->resume && repair_log_tail(log_path, err) < 0);
+        if (!failed && !(log = fopen(log_path, opt->resume ? "a" : "w"))) {
+            d2v_fail(err, "cannot open %s: %s", log_path, strerror(errno));
+            failed = 1;
+        }
     }
-    LoaderSpec spec = {opt->mod, opt->mcfg, dataset, (int)cfg->train.batch_size, 1, (uint64_t)cfg->train.seed,
-                       strcmp(cfg->data.on_error, "skip") == 0, step, opt->warn, opt->ctx};
-    if (loader_start(&loader, &spec, err) < 0)
+    LoaderSpec spec = {opt->mod, opt->mcfg, dataset, (int)B, 1, (uint64_t)cfg->train.seed,
+                       strcmp(cfg->data.on_error, "skip") == 0, step, opt->warn, opt->ctx,
+                       micro_rows, rank * update_freq, update_freq};
+    if (!failed && loader_start(&loader, &spec, err) < 0)
+        failed = 1;
+    const int D = m.d2v.encoder.dim;
+    const size_t n_sums = sums_len(D);
+    if (!failed && !(sums = d2v_malloc(n_sums * sizeof *sums, err)))
+        failed = 1;
+    if (agree_setup(failed, err) < 0)
         goto out;
 
     AdamW adamw = {cfg->optim.lr, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay};
@@ -691,23 +864,49 @@ int train_run(const TrainOptions *opt, D2vError *err)
     const int skip_nonfinite = strcmp(cfg->train.on_nonfinite, "skip") == 0;
     int64_t skipped = 0, nonfinite_skipped = 0;
     int nonfinite_in_a_row = 0, stopped = 0;
-    double started = now_seconds();
+    AgreeCtx agree = {{{0}}, 0};
+    /* One update spans several parts: each part's gradient is of its summed
+     * loss, divided by the global count once all are in. */
+    m.d2v.loss_denominator = parts > 1 ? 1 : 0;
+    double started = d2v_now_seconds();
     while (step < cfg->train.steps) {
-        Batch *batch;
-        int got = loader_next(loader, &batch, err);
-        if (got <= 0) {
-            if (got == 0)
-                d2v_fail(err, "the data loader ended early");
-            goto out;
+        double t0 = d2v_now_seconds();
+        StepTimes tm;
+        memset(&tm, 0, sizeof tm);
+        memset(sums, 0, n_sums * sizeof *sums);
+        params_zero_grad(&m.ps);
+        for (int part = 0; part < update_freq; part++) {
+            Batch *batch;
+            int got = loader_next(loader, &batch, err);
+            if (got <= 0) {
+                if (got == 0)
+                    d2v_fail(err, "the data loader ended early");
+                goto out;
+            }
+            sums[SUM_SKIPPED] += batch->skipped;
+            batch->agree_min = world > 1 ? agree_min : NULL;
+            batch->agree_ctx = &agree;
+            micro_forward_backward(&m, cfg, batch, step, sums, &tm);
+            if (agree.failed) {
+                *err = agree.err;
+                goto out;
+            }
         }
-        skipped += batch->skipped;
-        double t0 = now_seconds();
+        /* Data parallel: sum the statistics (and the stop flag: a signal to
+         * any rank stops all of them after this step) and the gradients. */
+        sums[SUM_STOP] = opt->stop_requested && *opt->stop_requested;
+        if (dist_allreduce_sum_double(sums, n_sums, err) < 0 ||
+            dist_allreduce_sum_float(m.ps.grad, m.ps.numel, err) < 0)
+            goto out;
         StepResult r;
-        train_forward_backward(&m, cfg, batch, step, &r, NULL);
+        finish_gradient(&m, sums, parts, &r);
+        skipped += (int64_t)sums[SUM_SKIPPED];
         char nonfinite[512], last[4200];
         describe_nonfinite(&m, &r, nonfinite, sizeof nonfinite);
         step++;
         describe_checkpoint(last, sizeof last, opt->run_dir, last_saved);
+        /* Every decision below reads all-reduced values, so every rank
+         * takes the same branch. */
         if (nonfinite[0]) {
             /* Nothing was applied: the student, teacher and moments are
              * still those of the previous step. */
@@ -726,7 +925,7 @@ int train_run(const TrainOptions *opt, D2vError *err)
             nonfinite_skipped++;
             r.lr = schedule_lr(&sched, step - 1);
             r.tau = ema_tau(cfg->ema.decay, cfg->ema.end_decay, cfg->ema.anneal_steps, step);
-            if (opt->notice) {
+            if (opt->notice && lead) {
                 char msg[700];
                 snprintf(msg, sizeof msg, "step %lld: %s; update not applied (train.on_nonfinite=skip)",
                          (long long)step, nonfinite);
@@ -738,32 +937,44 @@ int train_run(const TrainOptions *opt, D2vError *err)
             if (check_collapse(cfg, &r, step, last, err) < 0)
                 goto out;
         }
-        double seconds = now_seconds() - t0;
+        if (world > 1 && cfg->train.sync_check_every > 0 &&
+            (step % cfg->train.sync_check_every == 0 || step == 1 || step == cfg->train.steps) &&
+            check_ranks_agree(&m, step, err) < 0)
+            goto out;
+        double seconds = d2v_now_seconds() - t0;
         StepLog s = {.step = step, .total_steps = cfg->train.steps, .loss = r.loss, .lr = r.lr, .tau = r.tau,
                      .grad_norm = r.grad_norm, .target_var = r.target_var, .pred_var = r.pred_var,
-                     .frontend_var = r.frontend_var, .positions_per_s = (double)batch->B * m.N / seconds,
-                     .n_loss = r.n_loss, .skipped = skipped, .nonfinite_skipped = nonfinite_skipped};
+                     .frontend_var = r.frontend_var, .positions_per_s = sums[SUM_POSITIONS] / seconds,
+                     .n_loss = r.n_loss, .positions = (int64_t)sums[SUM_POSITIONS], .skipped = skipped,
+                     .nonfinite_skipped = nonfinite_skipped};
         /* Before the checkpoint, so it stores the best score including this
          * one (a resumed run must not replace a better best-knn). */
         const int eval_now = pe.on && (step % cfg->eval.every == 0 || step == cfg->train.steps);
         if (eval_now && periodic_eval(opt, &pe, &m, step, &best, &s, err) < 0)
             goto out;
-        if (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0] || eval_now) {
-            s.seconds = now_seconds() - started;
+        if (lead && (step % cfg->train.log_every == 0 || step == cfg->train.steps || step == 1 || nonfinite[0] ||
+                     eval_now)) {
+            s.seconds = d2v_now_seconds() - started;
             if (log_jsonl(log, log_path, &s, err) < 0)
                 goto out;
             if (opt->on_log)
                 opt->on_log(opt->ctx, &s);
         }
-        const int stopping = opt->stop_requested && *opt->stop_requested && step < cfg->train.steps;
-        if ((cfg->train.save_every > 0 && step % cfg->train.save_every == 0) || step == cfg->train.steps || stopping)
-            if (save_checkpoint(opt, &m, step, &best, &kept, &last_saved, err) < 0)
+        const int stopping = sums[SUM_STOP] > 0 && step < cfg->train.steps;
+        if ((cfg->train.save_every > 0 && step % cfg->train.save_every == 0) || step == cfg->train.steps || stopping) {
+            if (!lead)
+                last_saved = step; /* rank 0 writes it (or stops the job if it cannot) */
+            else if (save_checkpoint(opt, &m, step, &best, &kept, &last_saved, err) < 0)
                 goto out;
+        }
         if (stopping) {
             stopped = 1;
             break;
         }
     }
+    /* The other ranks wait here for rank 0's last checkpoint. */
+    if (dist_barrier(err) < 0)
+        goto out;
     rc = stopped;
 out:
     loader_stop(loader);
@@ -775,6 +986,7 @@ out:
     if (lock_fd >= 0)
         close(lock_fd);
     free(kept.steps);
+    free(sums);
     model_free(&m);
     return rc;
 }

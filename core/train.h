@@ -15,6 +15,7 @@ typedef struct {
     double target_var, pred_var, frontend_var;
     double positions_per_s, seconds;
     int n_loss;
+    int64_t positions;     /* B x N of this step's batch (padding included): n_loss / positions is the masked share */
     int64_t skipped;       /* unreadable inputs replaced so far */
     int64_t nonfinite_skipped; /* updates not applied (train.on_nonfinite=skip) */
     int has_knn;           /* the periodic k-NN ran at this step (eval.every): */
@@ -57,10 +58,20 @@ typedef struct {
  * `d2v pretrain` and `d2v bench` run them; times may be NULL. */
 void train_forward_backward(Model *m, const D2vConfig *cfg, const Batch *batch, int64_t step, StepResult *r,
                             StepTimes *times);
+/* Step 6: clip, AdamW at the scheduled LR, then the EMA of the teacher (eq. 1). */
 void train_update(Model *m, const D2vConfig *cfg, const AdamW *adamw, const Schedule *sched, int64_t step,
                   StepResult *r, StepTimes *times);
 
-/* Runs until train.steps updates are done and returns 0, or until a stop is
+/* Data parallel (core/dist.h; one process when not under mpirun): each of
+ * the N ranks takes batch_size / N rows of every step's batch, in
+ * train.update_freq micro-batches; gradients and the step's statistics are
+ * all-reduced, the loss normalised by the masked count over all ranks and
+ * micro-batches, and every rank takes the same update. Only rank 0 writes
+ * the run directory; a signal to any rank stops all of them after the same
+ * step. A failed collective (a rank died, train.dist_timeout) is an error
+ * like any other; cli/ then ends the whole job (dist_abort).
+ *
+ * Runs until train.steps updates are done and returns 0, or until a stop is
  * requested (*stop_requested set): then it finishes the step, checkpoints
  * and returns 1. Errors (bad data with on_error=fail, a non-finite loss or
  * gradient with on_nonfinite=stop, collapse, a failed write) return -1 with

@@ -7,9 +7,12 @@
 enum { SITE_ATTN = 0, SITE_PROJ = 1, SITE_ACT = 2, SITE_FFN = 3, SITES_PER_LAYER = 4 };
 #define SITE_INPUT (SITES_PER_LAYER * MAX_LAYERS)
 
-static DropoutSite site(ForwardMode mode, real p, int layer, int which)
+/* width: elements per position of the tensor dropped (D, or F for the FFN
+ * activation); N positions per row; H heads (attention). */
+static DropoutSite site(ForwardMode mode, real p, int layer, int which, int N, int width, int H)
 {
-    DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step};
+    DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step,
+                     mode.row0 * (uint64_t)N * (uint64_t)width, mode.row0 * (uint64_t)H};
     return s;
 }
 
@@ -91,23 +94,25 @@ void transformer_bind(Transformer *t, const ParamStore *ps)
 
 /* ---- activations -------------------------------------------------------------- */
 
-static void layout_block(BlockActs *b, Arena *arena, const Transformer *t, int B, int N)
+static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shared, const Transformer *t, int B,
+                         int N)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
-    b->ln1_out = arena_take(arena, M * D);
+    b->ln1_out = shared->ln1_scratch;
     b->ln1_mean = arena_take(arena, M);
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
-    b->probs = arena_take(arena, (size_t)B * t->heads * N * N);
+    b->probs = shared->probs_scratch;
     b->att = arena_take(arena, M * D);
-    b->proj = arena_take(arena, M * D);
+    b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
-    b->ln2_out = arena_take(arena, M * D);
+    /* Post-LN's ln2_out is the block's output, which the next block reads. */
+    b->ln2_out = t->layout == LAYOUT_POST_LN ? arena_take(arena, M * D) : shared->ln2_scratch;
     b->ln2_mean = arena_take(arena, M);
     b->ln2_rstd = arena_take(arena, M);
     b->fc1 = arena_take(arena, M * F);
-    b->act = arena_take(arena, M * F);
-    b->ffn = arena_take(arena, M * D);
+    b->act = shared->act_scratch;
+    b->ffn = shared->ffn_scratch;
     b->res2 = arena_take(arena, M * D);
     b->out = t->layout == LAYOUT_POST_LN ? b->ln2_out : b->res2;
 }
@@ -124,8 +129,14 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->norm_mean = arena_take(arena, M);
     a->norm_rstd = arena_take(arena, M);
     a->output = arena_take(arena, M * D);
+    a->probs_scratch = arena_take(arena, (size_t)B * t->heads * N * N);
+    a->ln1_scratch = arena_take(arena, M * D);
+    a->ln2_scratch = t->layout == LAYOUT_POST_LN ? NULL : arena_take(arena, M * D);
+    a->proj_scratch = arena_take(arena, M * D);
+    a->act_scratch = arena_take(arena, M * F);
+    a->ffn_scratch = arena_take(arena, M * D);
     for (int l = 0; l < a->n_blocks; l++)
-        layout_block(&a->blocks[l], arena, t, B, N);
+        layout_block(&a->blocks[l], arena, a, t, B, N);
     a->attn_scratch = arena_take(arena, attention_scratch_size(N, threads));
     if (!keep_all)
         return;
@@ -155,9 +166,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->qkv, attn_in, w + p->qkv_w, w + p->qkv_b, M, D, 3 * D);
     attention_forward(a->att, a->probs, a->qkv, pad, B, N, D, t->heads,
-                      site(mode, t->attention_dropout, layer, SITE_ATTN), attn_scratch);
+                      site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), attn_scratch);
     linear_forward(a->proj, a->att, w + p->proj_w, w + p->proj_b, M, D, D);
-    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ));
+    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
     residual_forward(a->res1, x, a->proj, (size_t)M * D);
 
     /* Feed-forward sub-layer. */
@@ -171,9 +182,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->fc1, ffn_in, w + p->fc1_w, w + p->fc1_b, M, D, F);
     gelu_forward(a->act, a->fc1, (size_t)M * F);
-    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     linear_forward(a->ffn, a->act, w + p->fc2_w, w + p->fc2_b, M, F, D);
-    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN));
+    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
 
     /* The last residual (post-LN adds the FFN's input, pre-LN the stream h);
      * a->ffn stays as it is: the paper's target tap. */
@@ -183,7 +194,7 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
 }
 
 void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
-                    TransformerActs *s, real *d_stream, int B, int N, ForwardMode mode)
+                    TransformerActs *s, real *d_stream, const uint8_t *pad, int B, int N, ForwardMode mode)
 {
     const BlockParams *p = &t->blocks[layer];
     const int M = B * N, D = t->dim, F = t->ffn_dim;
@@ -202,10 +213,19 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         memcpy(s->d_a, d_stream, MD * sizeof(real)); /* y = h + ffn */
     }
     /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
-    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN));
+    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
+    /* fc2's input was not kept (act is shared by the blocks): recompute it,
+     * dropout included (its mask is a function of the step and layer). */
+    gelu_forward(a->act, a->fc1, (size_t)M * F);
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
-    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT));
+    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
     gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
+    /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
+    if (post)
+        layernorm_recompute(a->ln1_out, a->res1, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
+    else
+        layernorm_recompute(a->ln2_out, a->res1, a->ln2_mean, a->ln2_rstd, w + p->ln2_w, w + p->ln2_b, M, D);
     if (post) {
         /* d h = d_a (residual) + fc1 path */
         linear_backward(s->d_a, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 1);
@@ -220,14 +240,15 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     }
 
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))) */
-    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ));
+    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
     linear_backward(s->d_c, g + p->proj_w, g + p->proj_b, s->d_a, a->att, w + p->proj_w, M, D, D, 0);
-    attention_backward(s->d_qkv, s->d_c, a->probs, a->qkv, B, N, D, t->heads,
-                       site(mode, t->attention_dropout, layer, SITE_ATTN), s->attn_scratch);
+    attention_backward(s->d_qkv, s->d_c, a->qkv, pad, B, N, D, t->heads,
+                       site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), s->attn_scratch);
     if (post) {
         memcpy(d_stream, d_res1, MD * sizeof(real));
         linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
     } else {
+        layernorm_recompute(a->ln1_out, a->x, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
         linear_backward(s->d_a, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->ln1_out, w + p->qkv_w, M, D, 3 * D, 0);
         layernorm_backward(d_stream, g + p->ln1_w, g + p->ln1_b, s->d_a, a->x, a->ln1_mean, a->ln1_rstd,
                            w + p->ln1_w, M, D);
@@ -242,7 +263,8 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
                          const uint8_t *pad, int B, int N, ForwardMode mode)
 {
     const int M = B * N, D = t->dim;
-    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
     if (t->layout == LAYOUT_POST_LN) {
         layernorm_forward(a->input, a->norm_mean, a->norm_rstd, x, w + t->norm_w, w + t->norm_b, M, D, t->eps);
         dropout_forward(a->input, a->input, (size_t)M * D, input_drop);
@@ -263,11 +285,12 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
 }
 
 void transformer_backward(const Transformer *t, const real *w, real *g, TransformerActs *a, const real *x,
-                          const real *d_out, real *d_x, int B, int N, ForwardMode mode)
+                          const uint8_t *pad, const real *d_out, real *d_x, int B, int N, ForwardMode mode)
 {
     const int M = B * N, D = t->dim;
     const size_t MD = (size_t)M * D;
-    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step};
+    const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
     real *d = a->d_stream;
     if (t->layout == LAYOUT_PRE_LN)
         layernorm_backward(d, g + t->norm_w, g + t->norm_b, d_out, a->blocks[t->layers - 1].out, a->norm_mean,
@@ -275,7 +298,7 @@ void transformer_backward(const Transformer *t, const real *w, real *g, Transfor
     else
         memcpy(d, d_out, MD * sizeof(real));
     for (int l = t->layers - 1; l >= 0; l--)
-        block_backward(t, l, w, g, &a->blocks[l], a, d, B, N, mode);
+        block_backward(t, l, w, g, &a->blocks[l], a, d, pad, B, N, mode);
     if (t->layout == LAYOUT_POST_LN) {
         dropout_backward(d, d, MD, input_drop);
         layernorm_backward(d_x, g + t->norm_w, g + t->norm_b, d, x, a->norm_mean, a->norm_rstd, w + t->norm_w, M, D);

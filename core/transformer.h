@@ -39,13 +39,20 @@ typedef struct {
 /* One block's saved activations (M = B*N rows). */
 typedef struct {
     const real *x;           /* the block's input (not owned) */
-    real *ln1_out, *ln1_mean, *ln1_rstd;
+    real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
-    real *probs;             /* (B,H,N,N) */
-    real *att, *proj, *res1; /* (M,D) */
-    real *ln2_out, *ln2_mean, *ln2_rstd;
-    real *fc1, *act;         /* (M,F) */
-    real *ffn;               /* (M,D) FFN output before the last residual */
+    real *probs;             /* (B,H,N,N) shared: after a forward, the last block's */
+    real *att, *res1;        /* (M,D) */
+    real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared in pre-LN */
+    real *fc1;               /* (M,F) */
+    /* Not read by the backward, so shared by all blocks and valid only until
+     * the next block's forward (the teacher reads its ffn tap in between):
+     * proj (M,D) the attention output projection, act (M,F) GELU(fc1), the
+     * largest tensor of a block, recomputed by block_backward, and ffn (M,D)
+     * the FFN output before the last residual. Likewise the layer norms'
+     * outputs that are only GEMM inputs (recomputed from the saved mean and
+     * 1/std). Issue 6: a third less activation memory. */
+    real *proj, *act, *ffn;
     real *res2;              /* (M,D) */
     real *out;               /* the block's end output: ln2_out (post) or res2 (pre) */
 } BlockActs;
@@ -58,12 +65,16 @@ typedef struct {
     real *output;     /* (M,D) the encoder's output */
     BlockActs blocks[MAX_LAYERS];
     real *attn_scratch;
+    /* What every block's proj, act, ffn and ln1_out (and pre-LN's ln2_out)
+     * point to. */
+    real *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch, *probs_scratch;
     /* backward scratch, shared by all blocks */
     real *d_a, *d_b, *d_c, *d_stream, *d_f, *d_qkv;
 } TransformerActs;
 
 typedef struct {
     uint64_t seed, step; /* dropout draws; dropout off when train == 0 */
+    uint64_t row0;       /* global index of row 0 in the step's batch (data parallel) */
     int train;
 } ForwardMode;
 
@@ -87,13 +98,13 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
 /* d_stream (M,D): in, gradient of the loss w.r.t. the block's output; out,
  * w.r.t. its input. g: the gradient buffer. */
 void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
-                    TransformerActs *scratch, real *d_stream, int B, int N, ForwardMode mode);
+                    TransformerActs *scratch, real *d_stream, const uint8_t *pad, int B, int N, ForwardMode mode);
 
 /* The student encoder: x (M,D) -> a->output (M,D), every activation kept. */
 void transformer_forward(const Transformer *t, const real *w, TransformerActs *a, const real *x,
                          const uint8_t *pad, int B, int N, ForwardMode mode);
 /* d_out (M,D) -> d_x (M,D) (overwritten), parameter gradients into g. */
 void transformer_backward(const Transformer *t, const real *w, real *g, TransformerActs *a, const real *x,
-                          const real *d_out, real *d_x, int B, int N, ForwardMode mode);
+                          const uint8_t *pad, const real *d_out, real *d_x, int B, int N, ForwardMode mode);
 
 #endif

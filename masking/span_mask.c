@@ -118,3 +118,42 @@ int span_mask(uint8_t *mask, int B, int T, const int *valid_len, const SpanMaskS
     free(row_masked);
     return fewest;
 }
+
+int span_mask_rows(uint8_t *mask, int B, int T, const int *valid_len, const SpanMaskSpec *spec, const Rng *base,
+                   int row0, int (*agree_min)(void *ctx, int value), void *agree_ctx)
+{
+    if (B < 0 || T < 0 || !valid_len || !(spec->prob >= 0.0 && spec->prob <= 1.0) || spec->span < 1 ||
+        spec->min_masks < 0)
+        return -1;
+    for (int b = 0; b < B; b++)
+        if (valid_len[b] < 0 || valid_len[b] > T)
+            return -1;
+    const int most_spans = T + 1 > spec->min_masks ? T + 1 : spec->min_masks;
+    int *scratch = malloc(((size_t)most_spans + 1) * sizeof *scratch);
+    int *row_masked = malloc(((size_t)B + 1) * sizeof *row_masked);
+    Rng *rows = malloc(((size_t)B + 1) * sizeof *rows);
+    if (!scratch || !row_masked || !rows) {
+        free(scratch);
+        free(row_masked);
+        free(rows);
+        return -1;
+    }
+    memset(mask, 0, (size_t)B * (size_t)T);
+    int fewest = 0;
+    for (int b = 0; b < B; b++) {
+        rng_substream(&rows[b], base, (uint64_t)(row0 + b));
+        const int span_count = draw_span_count(spec, valid_len[b], &rows[b]);
+        row_masked[b] = mask_row(mask + (size_t)b * T, valid_len[b], span_count, spec, scratch, &rows[b]);
+        if (b == 0 || row_masked[b] < fewest)
+            fewest = row_masked[b];
+    }
+    if (agree_min)
+        fewest = agree_min(agree_ctx, B > 0 ? fewest : T + 1);
+    for (int b = 0; b < B; b++)
+        if (row_masked[b] > fewest)
+            thin_row(mask + (size_t)b * T, valid_len[b], fewest, scratch, &rows[b]);
+    free(scratch);
+    free(row_masked);
+    free(rows);
+    return fewest;
+}

@@ -27,4 +27,13 @@ typedef struct {
  * allocation (malloc, max(T + 1, min_masks) + 1 ints) fails. */
 int span_mask(uint8_t *mask, int B, int T, const int *valid_len, const SpanMaskSpec *spec, Rng *rng);
 
+/* The same masks with per-row randomness, for batches that are a slice of a
+ * larger one (data-parallel ranks): row b draws its span count, starts and
+ * thinning from rng_substream(base, row0 + b), and the same-count cut goes
+ * to agree_min(ctx, the fewest masked frames of these rows) when agree_min
+ * is not NULL (the fewest over every slice), else to this slice's fewest.
+ * valid_len is required. Returns the agreed count or -1 as span_mask. */
+int span_mask_rows(uint8_t *mask, int B, int T, const int *valid_len, const SpanMaskSpec *spec, const Rng *base,
+                   int row0, int (*agree_min)(void *ctx, int value), void *agree_ctx);
+
 #endif

@@ -194,8 +194,11 @@ static void image_forward(void *fe, const real *w, const Batch *batch, Rng *mask
     /* BEiT block masking per image (§3.3 of the paper: image masking). */
     memset(f->patch_mask, 0, (size_t)B * G);
     if (mode.train)
-        for (int b = 0; b < B; b++)
-            block_mask(f->patch_mask + (size_t)b * G, &f->mask_spec, mask_rng);
+        for (int b = 0; b < B; b++) {
+            Rng row_rng; /* the row's own draws: see Batch.row0 */
+            rng_substream(&row_rng, mask_rng, (uint64_t)(batch->row0 + b));
+            block_mask(f->patch_mask + (size_t)b * G, &f->mask_spec, &row_rng);
+        }
 
     /* The student sees the mask embedding at masked patches; the teacher the
      * patches themselves. Both get CLS and positions (DESIGN §3 step 3). */
@@ -258,11 +261,13 @@ static int image_load_batch(const void *mcfg, void *dataset, const int *items, i
     batch->skipped = 0;
     for (int i = 0; i < B; i++) {
         int item = items[i];
+        Rng row_rng; /* the row's own augmentation draws: see Batch.row0 */
+        rng_substream(&row_rng, rng, (uint64_t)(batch->row0 + i));
         /* An unreadable file is replaced by the next one (deterministically),
          * at most a dataset's worth of tries. */
         for (int tries = 0;; tries++) {
             const char *path = files->paths[item];
-            int rc = train ? image_load_train(path, &t, rng, batch->data + i * per, err)
+            int rc = train ? image_load_train(path, &t, &row_rng, batch->data + i * per, err)
                            : image_load_eval(path, &t, batch->data + i * per, err);
             if (rc == 0)
                 break;
@@ -302,6 +307,42 @@ static void image_flops(const void *fe, int B, double *forward, double *backward
     *backward = *forward;
 }
 
+static double image_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    (void)mcfg;
+    *unit = "images";
+    return batch->B;
+}
+
+/* `d2v show`: the pixels the model saw (the eval crop or the training crop,
+ * un-normalised) and the patch grid over them. */
+static int image_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    const ImageFrontend *f = fe;
+    ImageTransform t;
+    if (transform_from(mcfg, &t, err) < 0)
+        return -1;
+    const int S = f->shape.height;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_IMAGE;
+    view->first_position = 1; /* after CLS */
+    view->n_positions = f->G;
+    view->width = view->height = S;
+    view->grid_h = f->grid_h;
+    view->grid_w = f->grid_w;
+    view->patch = f->shape.patch;
+    view->rgb = d2v_malloc((size_t)S * S * 3, err);
+    if (!view->rgb)
+        return -1;
+    const float *img = batch->data + (size_t)row * 3 * S * S;
+    for (int c = 0; c < 3; c++)
+        for (int i = 0; i < S * S; i++) {
+            const float v = (img[(size_t)c * S * S + i] * t.std[c] + t.mean[c]) * 255.0f;
+            view->rgb[(size_t)i * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v + 0.5f);
+        }
+    return 0;
+}
+
 const Modality image_modality = {
     .name = "image",
     .keys = image_keys,
@@ -321,7 +362,9 @@ const Modality image_modality = {
     .batch_free = batch_free_arrays,
     .synthetic_batch = image_synthetic_batch,
     .flops = image_flops,
+    .batch_amount = image_batch_amount,
     .load_batch = image_load_batch,
     .forward = image_forward,
     .backward = image_backward,
+    .view = image_view,
 };

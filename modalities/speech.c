@@ -327,7 +327,9 @@ static void speech_forward(void *fe, const real *w, const Batch *batch, Rng *mas
     /* Span masking over valid frames, the same count in every row
      * (paper §3.3, speech; fairseq compute_mask_indices). */
     memset(f->frame_mask, 0, M);
-    if (mode.train && span_mask(f->frame_mask, B, N, f->frames, &f->mask_spec, mask_rng) < 0)
+    /* Per-row draws (Batch.row0); the same count over every rank's rows. */
+    if (mode.train && span_mask_rows(f->frame_mask, B, N, f->frames, &f->mask_spec, mask_rng, batch->row0,
+                                     batch->agree_min, batch->agree_ctx) < 0)
         abort(); /* only on an allocation failure of a few ints */
     mask_embed_forward(f->masked, f->proj, f->frame_mask, w + f->mask_emb, (int)M, D);
 
@@ -409,13 +411,15 @@ static int speech_load_batch(const void *mcfg, void *dataset, const int *items, 
     for (int i = 0; i < B; i++) {
         int item = items[i];
         int64_t n = 0;
+        Rng row_rng; /* the row's own draws: see Batch.row0 */
+        rng_substream(&row_rng, rng, (uint64_t)(batch->row0 + i));
         /* An unreadable or too short file is replaced by the next one
          * (deterministically), at most a dataset's worth of tries. Too short
          * is a size filter, not an error, so it is skipped even under
          * data.on_error = fail. */
         for (int tries = 0;; tries++) {
             int rc = audio_load(files->paths[item], (int)c->data.sample_rate, c->data.max_samples,
-                                c->data.min_samples, train, rng, batch->data + i * stride, &n, err);
+                                c->data.min_samples, train, &row_rng, batch->data + i * stride, &n, err);
             if (rc == 0)
                 break;
             if ((!skip_bad && rc != AUDIO_TOO_SHORT) || tries + 1 >= files->n) {
@@ -439,8 +443,12 @@ static int speech_load_batch(const void *mcfg, void *dataset, const int *items, 
     for (int i = 0; i < B; i++) {
         float *row = batch->data + i * stride;
         int n = batch->lengths[i], offset = 0;
-        if (crop && n > T)
-            offset = (int)rng_below(rng, (uint32_t)(n - T + 1));
+        if (crop && n > T) {
+            /* The crop window: sub-streams from 2^23 on, one per row. */
+            Rng crop_rng;
+            rng_substream(&crop_rng, rng, (1u << 23) + (uint64_t)(batch->row0 + i));
+            offset = (int)rng_below(&crop_rng, (uint32_t)(n - T + 1));
+        }
         /* Row i moves to i*T <= i*stride: memmove, never past a later row. */
         memmove(batch->data + (size_t)i * T, row + offset, (size_t)(crop ? T : n) * sizeof(float));
         if (crop)
@@ -496,6 +504,41 @@ static void speech_flops(const void *fe, int B, double *forward, double *backwar
     *backward += 2 * (proj + pos);
 }
 
+static double speech_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    const SpeechConfig *c = mcfg;
+    double samples = 0;
+    for (int b = 0; b < batch->B; b++)
+        samples += batch->lengths[b];
+    *unit = "s of audio";
+    return samples / (double)c->data.sample_rate;
+}
+
+/* `d2v show`: the waveform of the row, and the CNN's frame grid over it
+ * (hop = the product of the strides, window = the receptive field). */
+static int speech_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    const SpeechFrontend *f = fe;
+    const SpeechConfig *c = mcfg;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_SIGNAL;
+    view->n_positions = f->frames[row];
+    view->n_samples = batch->lengths[row];
+    view->sample_rate = (int)c->data.sample_rate;
+    int hop = 1, window = 1;
+    for (int l = 0; l < f->spec.n_layers; l++) {
+        window += (f->spec.layer[l].kernel - 1) * hop;
+        hop *= f->spec.layer[l].stride;
+    }
+    view->hop = hop;
+    view->window = window;
+    view->samples = d2v_malloc((size_t)view->n_samples * sizeof(float), err);
+    if (!view->samples)
+        return -1;
+    memcpy(view->samples, batch->data + (size_t)row * batch->T, (size_t)view->n_samples * sizeof(float));
+    return 0;
+}
+
 const Modality speech_modality = {
     .name = "speech",
     .keys = speech_keys,
@@ -515,7 +558,9 @@ const Modality speech_modality = {
     .batch_free = batch_free_arrays,
     .synthetic_batch = speech_synthetic_batch,
     .flops = speech_flops,
+    .batch_amount = speech_batch_amount,
     .load_batch = speech_load_batch,
     .forward = speech_forward,
     .backward = speech_backward,
+    .view = speech_view,
 };

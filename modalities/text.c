@@ -272,9 +272,16 @@ static void text_forward(void *fe, const real *w, const Batch *batch, Rng *mask_
     /* Text masks ids before the embedding (DESIGN §3 step 2). */
     if (mode.train) {
         const TokenMaskVocab vocab = {f->specials.mask, f->random_ids, f->n_random};
-        if (token_mask(f->student_ids, f->loss_mask, NULL, ids, f->maskable, B, N, &f->mask_spec, &vocab,
-                       f->mask_scratch, mask_rng) < 0)
-            abort(); /* the spec was checked in create() */
+        /* Row by row, each from its own sub-stream (Batch.row0), so a row's
+         * mask does not depend on the rows drawn before it. */
+        for (int b = 0; b < B; b++) {
+            Rng row_rng;
+            rng_substream(&row_rng, mask_rng, (uint64_t)(batch->row0 + b));
+            const size_t at = (size_t)b * N;
+            if (token_mask(f->student_ids + at, f->loss_mask + at, NULL, ids + at, f->maskable + at, 1, N,
+                           &f->mask_spec, &vocab, f->mask_scratch, &row_rng) < 0)
+                abort(); /* the spec was checked in create() */
+        }
     } else {
         memset(f->loss_mask, 0, M);
     }
@@ -411,7 +418,7 @@ static int report_problems(TextDataset *d, int skip_bad, void (*warn)(void *ctx,
 }
 
 /* Row i is <s> and the item's tokens, padded with <pad> to the longest row
- * of the batch (fairseq's PrependTokenDataset + RightPadDataset). Text has
+ * of the (global) batch (fairseq's PrependTokenDataset + RightPadDataset). Text has
  * no augmentation: train and rng change nothing. */
 static int text_load_batch(const void *mcfg, void *dataset, const int *items, int B, int train, Rng *rng,
                            int skip_bad, void (*warn)(void *ctx, const char *msg), void *warn_ctx, Batch *batch,
@@ -425,9 +432,14 @@ static int text_load_batch(const void *mcfg, void *dataset, const int *items, in
     batch->skipped = 0;
     if (report_problems(d, skip_bad, warn, warn_ctx, batch, err) < 0)
         return -1;
+    /* Padded to the longest row of the step's whole batch when this is a
+     * slice of it (Batch.global_items), so every rank and micro-batch has
+     * the positions one batch would have. */
+    const int *all = batch->global_items ? batch->global_items : items;
+    const int n_all = batch->global_items ? batch->global_rows : B;
     int T = 0;
-    for (int i = 0; i < B; i++) {
-        const int length = 1 + d->corpus.items[items[i]].length;
+    for (int i = 0; i < n_all; i++) {
+        const int length = 1 + d->corpus.items[all[i]].length;
         T = length > T ? length : T;
     }
     for (int i = 0; i < B; i++) {
@@ -471,6 +483,56 @@ static void text_flops(const void *fe, int B, double *forward, double *backward)
     *forward = *backward = 0;
 }
 
+static double text_batch_amount(const void *mcfg, const Batch *batch, const char **unit)
+{
+    (void)mcfg;
+    double tokens = 0;
+    for (int b = 0; b < batch->B; b++)
+        tokens += batch->lengths[b];
+    *unit = "tokens";
+    return tokens;
+}
+
+/* `d2v show`: each token of the row as text (its bytes; special tokens as
+ * written), from the tokenizer of data.tokenizer. */
+static int text_view(const void *fe, const void *mcfg, const Batch *batch, int row, InputView *view, D2vError *err)
+{
+    (void)fe;
+    Tokenizer *tok;
+    if (load_tokenizer(mcfg, &tok, err) < 0)
+        return -1;
+    memset(view, 0, sizeof *view);
+    view->kind = VIEW_TOKENS;
+    const int n = batch->lengths[row];
+    view->tokens = d2v_calloc((size_t)n, sizeof *view->tokens, err);
+    if (!view->tokens) {
+        tokenizer_free(tok);
+        return -1;
+    }
+    view->n_positions = n;
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        const int32_t id = batch->tokens[(size_t)row * batch->T + i];
+        size_t len = 0;
+        const char *text = (const char *)tokenizer_token_bytes(tok, id, &len);
+        if (!text) {
+            text = "?";
+            len = 1;
+        }
+        view->tokens[i] = d2v_malloc(len + 1, err);
+        if (!view->tokens[i]) {
+            rc = -1;
+            break;
+        }
+        memcpy(view->tokens[i], text, len);
+        view->tokens[i][len] = 0;
+    }
+    tokenizer_free(tok);
+    if (rc < 0)
+        input_view_free(view);
+    return rc;
+}
+
 const Modality text_modality = {
     .name = "text",
     .keys = text_keys,
@@ -491,6 +553,8 @@ const Modality text_modality = {
     .load_batch = text_load_batch,
     .synthetic_batch = text_synthetic_batch,
     .flops = text_flops,
+    .batch_amount = text_batch_amount,
     .forward = text_forward,
     .backward = text_backward,
+    .view = text_view,
 };

@@ -8,7 +8,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   gcc libc6-dev meson ninja-build pkg-config \
   libopenblas-openmp-dev libjpeg62-turbo-dev libsndfile1-dev libsoxr-dev \
-  libutf8proc-dev libinih-dev libjansson-dev \
+  libutf8proc-dev libinih-dev libjansson-dev libpng-dev libfftw3-dev \
+  libopenmpi-dev openmpi-bin \
   python3-torch python3-numpy python3-pil python3-regex \
   dataset-fashion-mnist espeak-ng sox \
   bible-kjv fortunes fortunes-min jargon-text manpages groff-base wordnet-base \
@@ -16,4 +17,5 @@ apt-get install -y -qq --no-install-recommends \
   manpages-cs \
   clang libclang-rt-dev libomp-dev >/dev/null
 # clang, its runtime (libFuzzer, sanitizers) and its OpenMP: the fuzz build
-# (tests/fuzz/run_all.sh, meson -Dfuzz=true) that CI runs.
+# (tests/fuzz/run_all.sh, meson -Dfuzz=true) that CI runs. Open MPI: the
+# data-parallel build (meson -Dmpi=auto finds it) and its tests.

@@ -298,6 +298,16 @@ static void test_rng(void)
         counts[rng_below(&a, 5)]++;
     for (int k = 0; k < 5; k++)
         CHECK(counts[k] > 900 && counts[k] < 1100, "rng_below(5) bucket %d: %d of 5000", k, counts[k]);
+    /* The batched draw (dropout) is the element-wise one, from any start. */
+    float batch[23];
+    const uint64_t starts[3] = {0, 5, (1ull << 32) - 3};
+    for (int s = 0; s < 3; s++) {
+        rng_uniforms_at(9, 4, 11, starts[s], 23, batch);
+        int equal = 1;
+        for (int i = 0; i < 23; i++)
+            equal &= batch[i] == rng_uniform_at(9, 4, 11, starts[s] + (uint64_t)i);
+        CHECK(equal, "rng_uniforms_at from %llu differs from rng_uniform_at", (unsigned long long)starts[s]);
+    }
 }
 
 /* ---- checkpoints ---------------------------------------------------------------------- */
@@ -318,7 +328,7 @@ static void test_checkpoint(void)
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
     char path[256];
     snprintf(path, sizeof path, "%s/run.safetensors", dir);
-    TrainState st = {.step = 1234}, st2;
+    TrainState st = {.step = 1234, .world = 1}, st2;
     rng_init(&st.rng, 99, 3);
     rng_u32(&st.rng);
     D2vError err = {{0}};

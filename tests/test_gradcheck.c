@@ -130,7 +130,7 @@ static double dropout_scalar(void *ctx)
 
 static void test_pointwise(void)
 {
-    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2}};
+    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2, 0, 0}};
     double *dx = zeros(64);
     gelu_scalar(&c);
     gelu_backward(dx, c.r, c.x, c.n);
@@ -189,7 +189,7 @@ static double attn_scalar(void *ctx)
 static void test_attention(void)
 {
     const uint8_t pad[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
-    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1}};
+    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1, 0, 0}};
     size_t nqkv = (size_t)c.B * c.N * 3 * c.D, nout = (size_t)c.B * c.N * c.D;
     c.qkv = random_array(nqkv, 1);
     c.out = zeros(nout);
@@ -200,7 +200,7 @@ static void test_attention(void)
     for (int with_dropout = 0; with_dropout <= 1; with_dropout++) {
         c.drop.p = with_dropout ? 0.2 : 0;
         attn_scalar(&c);
-        attention_backward(dqkv, c.r, c.probs, c.qkv, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        attention_backward(dqkv, c.r, c.qkv, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
         expect_grad(with_dropout ? "attention d_qkv (padding, dropout)" : "attention d_qkv (padding)", c.qkv, nqkv,
                     dqkv, attn_scalar, &c);
     }
@@ -344,7 +344,7 @@ static void test_encoder(const char *layout, double dropout)
     encoder_scalar(&c);
     params_zero_grad(&c.ps);
     double *dx = zeros((size_t)c.B * c.N * c.D);
-    transformer_backward(&c.model.encoder, c.ps.value, c.ps.grad, &c.acts.student, c.x, c.r, dx, c.B, c.N,
+    transformer_backward(&c.model.encoder, c.ps.value, c.ps.grad, &c.acts.student, c.x, c.pad, c.r, dx, c.B, c.N,
                          c.mode);
     char what[160];
     snprintf(what, sizeof what, "%s: d input", label);
