@@ -6,6 +6,17 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Tensor names and metadata come from the file: a control byte (a newline in
+ * a name) is printed as '?' so each entry stays on its line. */
+static void put_visible(const char *text, int width)
+{
+    int n = 0;
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++, n++)
+        putchar(*c < 0x20 || *c == 0x7f ? '?' : *c);
+    for (; n < width; n++)
+        putchar(' ');
+}
+
 int cmd_inspect(int argc, char **argv)
 {
     if (wants_help(argc, argv) || argc != 1) {
@@ -29,7 +40,9 @@ int cmd_inspect(int argc, char **argv)
         char shape[128] = "";
         for (int d = 0; d < t->ndim; d++)
             snprintf(shape + strlen(shape), sizeof shape - strlen(shape), "%s%" PRId64, d ? ", " : "", t->shape[d]);
-        printf("  %-48s %-4s (%s)\n", t->name, st_dtype_name(t->dtype), shape);
+        printf("  ");
+        put_visible(t->name, 48);
+        printf(" %-4s (%s)\n", st_dtype_name(t->dtype), shape);
         if (strncmp(t->name, "teacher.", 8) != 0 && strncmp(t->name, "optim.", 6) != 0)
             total += st_numel(t);
     }
@@ -42,7 +55,11 @@ int cmd_inspect(int argc, char **argv)
             config = f.meta[i].value;
             continue;
         }
-        printf("  %s = %s\n", f.meta[i].key, f.meta[i].value);
+        printf("  ");
+        put_visible(f.meta[i].key, 0);
+        printf(" = ");
+        put_visible(f.meta[i].value, 0);
+        printf("\n");
     }
     if (config)
         printf("\nembedded config:\n%s", config);

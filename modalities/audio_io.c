@@ -57,6 +57,11 @@ static SNDFILE *open_checked(const char *path, SF_INFO *info, D2vError *err)
         close(fd);
         return NULL;
     }
+    if (st.st_size == 0) { /* libsndfile would call it "Format not recognised" */
+        d2v_fail(err, "%s: empty file", path);
+        close(fd);
+        return NULL;
+    }
     SNDFILE *file = sf_open_fd(fd, SFM_READ, info, SF_TRUE); /* closes fd when done, or on failure */
     if (!file) {
         /* sf_strerror(NULL) is the error of the last failed sf_open. */

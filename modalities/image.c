@@ -271,8 +271,11 @@ static int image_load_batch(const void *mcfg, void *dataset, const int *items, i
                            : image_load_eval(path, &t, batch->data + i * per, err);
             if (rc == 0)
                 break;
-            if (!skip_bad || tries + 1 >= files->n)
+            if (!skip_bad || tries + 1 >= files->n) {
+                if (tries + 1 >= files->n)
+                    d2v_fail_prefix(err, "no usable file in the whole dataset; the last: ");
                 return -1;
+            }
             if (warn)
                 warn(warn_ctx, err->msg);
             batch->skipped++;
