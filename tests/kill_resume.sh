@@ -12,7 +12,8 @@
 # processes (log.jsonl is appended to; steps after a checkpoint are logged
 # again by the next process) equals the uninterrupted run's, bit for bit.
 # usage: kill_resume.sh D2V_BINARY SOURCE_DIR WORK_DIR
-# D2V_KILL_SEED fixes the kill times (printed on failure) to replay a run.
+# D2V_KILL_SEED fixes the kill times (printed on failure) to replay a run;
+# D2V_KILL_STEPS (default 100) lengthens the run for many more kills.
 set -eu
 d2v=$1 src=$2 work=$3
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
@@ -21,7 +22,7 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
 fi
 kills=${D2V_KILLS:-20}
 seed=${D2V_KILL_SEED:-$(date +%s)}
-steps=100
+steps=${D2V_KILL_STEPS:-100}
 rm -rf "$work"
 mkdir -p "$work"
 /usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 1 >/dev/null
