@@ -26,8 +26,8 @@ export OPENBLAS_CORETYPE="${OPENBLAS_CORETYPE:-Haswell}"
 
 # Errors: every memcheck error kind, plus definitely lost blocks at exit.
 # Possibly lost and still reachable blocks are not counted or printed: at exit
-# they are libgomp's worker threads (their TLS shows as possibly lost) and
-# OpenBLAS's buffers, which live as long as the process. Exit status 99 means
+# they are libgomp's, its thread pool (reachable) and its worker threads' TLS
+# (possibly lost), which live as long as the process. Exit status 99 means
 # memcheck found errors. No suppressions are needed today; if a library's own
 # one-time allocation ever is, tests/valgrind.supp is read (library frames
 # only, a comment each saying why it is not ours).
