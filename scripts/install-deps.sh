@@ -15,7 +15,8 @@ apt-get install -y -qq --no-install-recommends \
   bible-kjv fortunes fortunes-min jargon-text manpages groff-base wordnet-base \
   manpages-de manpages-es manpages-fr manpages-it manpages-nl manpages-pl manpages-pt-br manpages-ru \
   manpages-cs \
-  clang libclang-rt-dev libomp-dev >/dev/null
+  clang libclang-rt-dev libomp-dev valgrind >/dev/null
 # clang, its runtime (libFuzzer, sanitizers) and its OpenMP: the fuzz build
 # (tests/fuzz/run_all.sh, meson -Dfuzz=true) that CI runs. Open MPI: the
-# data-parallel build (meson -Dmpi=auto finds it) and its tests.
+# data-parallel build (meson -Dmpi=auto finds it) and its tests. valgrind:
+# tests/valgrind.sh, which CI runs.
