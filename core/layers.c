@@ -86,7 +86,32 @@ void layernorm_recompute(real *out, const real *in, const real *mean, const real
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D)
 {
-    /* d xhat = d_out * gamma; d x = r * (d xhat - mean(d xhat) - xhat * mean(d xhat * xhat)). */
+    /* Parameter gradients first: they read d_out, which d_in may overwrite.
+     * They reduce over rows: parallel over blocks of channels instead, each
+     * summed in row order, so the result does not depend on the thread
+     * count. A block of 16 floats is one cache line per row: the rows are
+     * streamed once, not once per channel. */
+    enum { BLOCK = 16 };
+    const int blocks = d_gamma ? (D + BLOCK - 1) / BLOCK : 0;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < blocks; blk++) {
+        const int d0 = blk * BLOCK, width = D - d0 < BLOCK ? D - d0 : BLOCK;
+        real g[BLOCK] = {0}, b[BLOCK] = {0};
+        for (int m = 0; m < M; m++) {
+            const real *dy = d_out + (size_t)m * D + d0, *x = in + (size_t)m * D + d0;
+            const real mu = mean[m], r = rstd[m];
+            for (int j = 0; j < width; j++) {
+                g[j] += dy[j] * (x[j] - mu) * r;
+                b[j] += dy[j];
+            }
+        }
+        for (int j = 0; j < width; j++) {
+            d_gamma[d0 + j] += g[j];
+            d_beta[d0 + j] += b[j];
+        }
+    }
+    /* d xhat = d_out * gamma; d x = r * (d xhat - mean(d xhat) - xhat * mean(d xhat * xhat)).
+     * Each row is read whole before it is written: in place is fine. */
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         const real *x = in + (size_t)m * D, *dy = d_out + (size_t)m * D;
@@ -105,31 +130,6 @@ void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_o
             real xhat = (x[d] - mu) * r;
             real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
             dx[d] = r * (dxhat - sum_dxhat - xhat * sum_dxhat_xhat);
-        }
-    }
-    if (!d_gamma)
-        return;
-    /* Parameter gradients reduce over rows: parallel over blocks of
-     * channels instead, each summed in row order, so the result does not
-     * depend on the thread count. A block of 16 floats is one cache line
-     * per row: the rows are streamed once, not once per channel. */
-    enum { BLOCK = 16 };
-    const int blocks = (D + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < blocks; blk++) {
-        const int d0 = blk * BLOCK, width = D - d0 < BLOCK ? D - d0 : BLOCK;
-        real g[BLOCK] = {0}, b[BLOCK] = {0};
-        for (int m = 0; m < M; m++) {
-            const real *dy = d_out + (size_t)m * D + d0, *x = in + (size_t)m * D + d0;
-            const real mu = mean[m], r = rstd[m];
-            for (int j = 0; j < width; j++) {
-                g[j] += dy[j] * (x[j] - mu) * r;
-                b[j] += dy[j];
-            }
-        }
-        for (int j = 0; j < width; j++) {
-            d_gamma[d0 + j] += g[j];
-            d_beta[d0 + j] += b[j];
         }
     }
 }

@@ -27,7 +27,8 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
  * row for the backward. */
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps);
-/* d_in (M,D) from d_out; d_gamma, d_beta (D) accumulated (may be NULL). */
+/* d_in (M,D) from d_out; d_gamma, d_beta (D) accumulated (may be NULL).
+ * d_in may be d_out (in place). */
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D);
 /* out (M,D) = the forward's output again, from its input and saved mean and

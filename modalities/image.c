@@ -158,19 +158,20 @@ static void image_bind(void *fe, const ParamStore *ps)
 
 static int image_max_positions(const void *fe) { return ((const ImageFrontend *)fe)->N; }
 
-static void image_layout(void *fe, Arena *a, int B, int threads)
+static void image_layout(void *fe, Arena *a, Arena *scratch, int B, int threads)
 {
     (void)threads;
     ImageFrontend *f = fe;
     const size_t BG = (size_t)B * f->G, BN = (size_t)B * f->N, D = (size_t)f->D;
     f->B = B;
-    f->cols = arena_take(a, BG * patch_cols(&f->shape));
-    f->patches = arena_take(a, BG * D);
-    f->masked = arena_take(a, BG * D);
+    f->cols = arena_take(a, BG * patch_cols(&f->shape)); /* the patch GEMM's input, for its weight gradient */
     f->x_student = arena_take(a, BN * D);
     f->x_teacher = arena_take(a, BN * D);
-    f->d_masked = arena_take(a, BG * D);
-    f->d_patches = arena_take(a, BG * D);
+    /* Used within one forward or backward only. */
+    f->patches = arena_take(scratch, BG * D);
+    f->masked = arena_take(scratch, BG * D);
+    f->d_masked = arena_take(scratch, BG * D);
+    f->d_patches = arena_take(scratch, BG * D);
     f->fixed_pos = arena_take(a, (size_t)f->N * D);
     f->patch_mask = arena_take_bytes(a, BG);
     f->loss_mask = arena_take_bytes(a, BN);
