@@ -23,13 +23,20 @@ void linear_forward(real *out, const real *in, const real *weight, const real *b
     gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Out, In, R(1), in, In, weight, In, R(1), out, Out);
 }
 
+void linear_backward_weight(real *d_weight, const real *d_out, const real *in, int M, int In, int Out)
+{
+    gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
+}
+
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
                      const real *weight, int M, int In, int Out, int accumulate_d_in)
 {
+    /* The weight gradient first: it reads in, which d_in may overwrite. */
+    if (d_weight)
+        linear_backward_weight(d_weight, d_out, in, M, In, Out);
     if (d_in)
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, In, Out, R(1), d_out, Out, weight, In,
              accumulate_d_in ? R(1) : R(0), d_in, In);
-    gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
     if (!d_bias)
         return;
     /* Column sums, row by row: contiguous reads, and one fixed summation
@@ -403,8 +410,8 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
     }
 }
 
-void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
-                        int H, DropoutSite drop, real *scratch)
+void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const uint8_t *pad, int B,
+                        int N, int D, int H, DropoutSite drop, real *scratch)
 {
     const int Dh = D / H, row = 3 * D;
     const real scale = R(1) / sqrt((real)Dh);
@@ -429,6 +436,11 @@ void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const u
             dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
+        /* The forward's output again, by the forward's own GEMM (same bits):
+         * for a caller that did not keep it. */
+        if (out)
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, v, row, R(0),
+                 out + (size_t)b * N * D + (size_t)h * Dh, D);
         /* dV = P'^T dO;  dP' = dO V^T */
         gemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, dout, D, R(0), dv, row);
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, R(1), dout, D, v, row, R(0), dp, N);

@@ -136,7 +136,8 @@ struct Modality {
 
     /* Front-end forward for one batch: features, the mask (drawn from
      * mask_rng; no mask when mode.train == 0), positions. Then backward from
-     * the gradient w.r.t. x_student into the front-end's tensors. */
+     * the gradient w.r.t. x_student into the front-end's tensors; the batch
+     * must be unchanged in between (the backward may read its input again). */
     void (*forward)(void *fe, const real *w, const Batch *batch, Rng *mask_rng, ForwardMode mode, FrontendOut *out);
     void (*backward)(void *fe, const real *w, real *g, const real *d_x_student, ForwardMode mode);
 
