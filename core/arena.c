@@ -1,7 +1,7 @@
 #include "arena.h"
 
+#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 void *arena_take_bytes(Arena *a, size_t bytes)
 {
@@ -24,10 +24,16 @@ real *arena_take(Arena *a, size_t n)
 int arena_alloc(Arena *a, size_t capacity, D2vError *err)
 {
     capacity = (capacity + 63) & ~(size_t)63;
-    a->base = aligned_alloc(64, capacity ? capacity : 64);
-    if (!a->base)
+    /* calloc, not aligned_alloc + memset: the arena still reads as zeros,
+     * but a large calloc is fresh zero pages from the kernel that become
+     * resident only when written. The layout is sized for the worst case
+     * (the head for every position, the longest crop); the pages a run
+     * never writes - rows past the masked count, say - cost no memory
+     * (issue 6: peak RSS). */
+    a->block = calloc(1, (capacity ? capacity : 64) + 63);
+    if (!a->block)
         return d2v_fail(err, "out of memory allocating %zu MiB of activations", capacity >> 20);
-    memset(a->base, 0, capacity);
+    a->base = (char *)(((uintptr_t)a->block + 63) & ~(uintptr_t)63);
     a->capacity = capacity;
     a->used = 0;
     return 0;
@@ -35,6 +41,6 @@ int arena_alloc(Arena *a, size_t capacity, D2vError *err)
 
 void arena_free(Arena *a)
 {
-    free(a->base);
-    memset(a, 0, sizeof *a);
+    free(a->block);
+    *a = (Arena){0};
 }

@@ -11,8 +11,9 @@
 #include "real.h"
 
 typedef struct {
-    char *base;     /* NULL while measuring */
+    char *base;     /* NULL while measuring; 64-byte aligned */
     size_t used, capacity;
+    void *block;    /* what arena_alloc allocated (base is inside it) */
 } Arena;
 
 /* n reals, 64-byte aligned; NULL while measuring. */

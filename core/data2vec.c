@@ -60,34 +60,46 @@ void d2v_bind(Data2vec *m, const ParamStore *ps)
     }
 }
 
-void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads)
+size_t d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads)
 {
     const size_t M = (size_t)B * N, D = (size_t)m->encoder.dim;
-    /* The teacher's scratch overlays the student's activations: the teacher
-     * runs first and is done (its targets are in target_sum, below) before
-     * the student writes anything (issue 6: peak memory). */
-    const size_t start = arena->used;
+    /* The head's buffers: P <= M rows, sized for M (rows past P are never
+     * written, so never resident: arena_alloc). */
+    a->loss_rows = arena_take_bytes(arena, M * sizeof(int));
+    a->targets = arena_take(arena, M * D);
+    a->head_in = arena_take(arena, M * D);
+    a->pred = arena_take(arena, M * D);
+    a->d_pred = arena_take(arena, M * D);
+    if (m->head_mlp) {
+        a->head_hidden = arena_take(arena, M * 2 * D);
+        a->head_act = arena_take(arena, M * 2 * D);
+        a->d_hidden = arena_take(arena, M * 2 * D);
+        a->d_head_in = a->d_pred; /* d_pred is spent once d_hidden is made */
+    } else {
+        a->head_hidden = a->head_act = a->d_hidden = NULL;
+        a->d_head_in = arena_take(arena, M * D);
+    }
+    a->d_output = a->head_in; /* head_in is spent once the head's backward ran */
+
+    /* The encoder's activations last, so the front-end's scratch can overlay
+     * them (model.c). The teacher's scratch and its targets overlay the
+     * student's activations: the teacher runs first, and the student step
+     * gathers the targets it needs before its forward writes anything
+     * (issue 6: peak memory). */
+    const size_t start = (arena->used + 63) & ~(size_t)63;
+    arena->used = start;
     transformer_layout(&a->student, arena, &m->encoder, B, N, 1, threads);
     const size_t student_end = arena->used;
     arena->used = start;
     transformer_layout(&a->teacher, arena, &m->encoder, B, N, 0, threads);
-    if (arena->used < student_end)
-        arena->used = student_end;
     a->target_sum = arena_take(arena, M * D);
     a->tap_norm = arena_take(arena, M * D);
     /* Layer norm keeps M statistics, instance norm B*D. */
     a->norm_mean = arena_take(arena, M > B * D ? M : B * D);
     a->norm_rstd = arena_take(arena, M > B * D ? M : B * D);
-    a->loss_rows = arena_take_bytes(arena, M * sizeof(int));
-    a->targets = arena_take(arena, M * D);
-    a->head_in = arena_take(arena, M * D);
-    a->head_hidden = arena_take(arena, M * 2 * D);
-    a->head_act = arena_take(arena, M * 2 * D);
-    a->pred = arena_take(arena, M * D);
-    a->d_pred = arena_take(arena, M * D);
-    a->d_head_in = arena_take(arena, M * D);
-    a->d_hidden = arena_take(arena, M * 2 * D);
-    a->d_output = arena_take(arena, M * D);
+    if (arena->used < student_end)
+        arena->used = student_end;
+    return start;
 }
 
 /* out = norm(in) over channels (layer) or over positions (instance). */
@@ -220,18 +232,19 @@ void d2v_student_step(const Data2vec *m, ParamStore *ps, Data2vecActs *a, const 
     const real *w = ps->value;
     real *g = ps->grad;
 
-    /* Student: the masked view, every activation kept for the backward. */
-    transformer_forward(t, w, &a->student, x_student, pad, B, N, mode);
-
-    /* The loss is taken only where the input was masked (§3.3). */
+    /* The loss is taken only where the input was masked (§3.3). The
+     * targets first: target_sum lies under the student's activations. */
     int P = 0;
     for (int i = 0; i < M; i++)
         if (loss_mask[i] && !(pad && pad[i]))
             a->loss_rows[P++] = i;
-    for (int p = 0; p < P; p++) {
-        memcpy(a->head_in + (size_t)p * D, a->student.output + (size_t)a->loss_rows[p] * D, (size_t)D * sizeof(real));
+    for (int p = 0; p < P; p++)
         memcpy(a->targets + (size_t)p * D, a->target_sum + (size_t)a->loss_rows[p] * D, (size_t)D * sizeof(real));
-    }
+
+    /* Student: the masked view, every activation kept for the backward. */
+    transformer_forward(t, w, &a->student, x_student, pad, B, N, mode);
+    for (int p = 0; p < P; p++)
+        memcpy(a->head_in + (size_t)p * D, a->student.output + (size_t)a->loss_rows[p] * D, (size_t)D * sizeof(real));
     head_forward(m, w, a, P);
 
     /* eq. 3: Smooth L1 (beta) summed over channels, scaled, averaged over P. */

@@ -35,14 +35,15 @@ typedef struct {
 
 typedef struct {
     TransformerActs student, teacher;
-    real *target_sum;          /* (M,D) the teacher's y at every position */
+    real *target_sum;          /* (M,D) the teacher's y at every position, until a student forward */
     real *tap_norm;            /* (M,D) one normalised layer */
     real *norm_mean, *norm_rstd;
     int *loss_rows;            /* the P rows that get the loss */
     real *targets, *head_in;   /* (P,D) gathered */
     real *head_hidden, *head_act; /* (P,2D) mlp head */
     real *pred;                /* (P,D) */
-    real *d_pred, *d_head_in, *d_hidden, *d_output;
+    real *d_pred, *d_head_in, *d_hidden, *d_output; /* d_head_in, d_output may share memory with
+                                                      * d_pred, head_in */
 } Data2vecActs;
 
 typedef struct {
@@ -55,10 +56,13 @@ typedef struct {
 int d2v_register(Data2vec *m, ParamStore *ps, const D2vConfig *cfg, D2vError *err);
 /* Resolves the encoder's and head's tensor offsets after params_alloc. */
 void d2v_bind(Data2vec *m, const ParamStore *ps);
-/* Lays out the activations for B x N inputs. The teacher's scratch shares
- * memory with the student's activations: run the teacher (targets) before
- * the student, as a step does; a student forward clobbers the teacher's. */
-void d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads);
+/* Lays out the activations for B x N inputs: the head's, then the
+ * encoder's last; returns the arena offset where the encoder's begin (what
+ * lies past it holds nothing between steps). The teacher's scratch and
+ * target_sum share memory with the student's activations: run the teacher
+ * (targets) before the student, as a step does; a student forward clobbers
+ * the teacher's. */
+size_t d2v_layout(Data2vecActs *a, Arena *arena, const Data2vec *m, int B, int N, int threads);
 
 /* Step 4 of DESIGN §3: the teacher (weights ps->teacher, eval mode) on the
  * unmasked x_teacher (B,N,D) -> a->target_sum (B,N,D), eq. 2 with the

@@ -23,13 +23,20 @@ void linear_forward(real *out, const real *in, const real *weight, const real *b
     gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Out, In, R(1), in, In, weight, In, R(1), out, Out);
 }
 
+void linear_backward_weight(real *d_weight, const real *d_out, const real *in, int M, int In, int Out)
+{
+    gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
+}
+
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
                      const real *weight, int M, int In, int Out, int accumulate_d_in)
 {
+    /* The weight gradient first: it reads in, which d_in may overwrite. */
+    if (d_weight)
+        linear_backward_weight(d_weight, d_out, in, M, In, Out);
     if (d_in)
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, In, Out, R(1), d_out, Out, weight, In,
              accumulate_d_in ? R(1) : R(0), d_in, In);
-    gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
     if (!d_bias)
         return;
     /* Column sums, row by row: contiguous reads, and one fixed summation
@@ -86,7 +93,32 @@ void layernorm_recompute(real *out, const real *in, const real *mean, const real
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D)
 {
-    /* d xhat = d_out * gamma; d x = r * (d xhat - mean(d xhat) - xhat * mean(d xhat * xhat)). */
+    /* Parameter gradients first: they read d_out, which d_in may overwrite.
+     * They reduce over rows: parallel over blocks of channels instead, each
+     * summed in row order, so the result does not depend on the thread
+     * count. A block of 16 floats is one cache line per row: the rows are
+     * streamed once, not once per channel. */
+    enum { BLOCK = 16 };
+    const int blocks = d_gamma ? (D + BLOCK - 1) / BLOCK : 0;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < blocks; blk++) {
+        const int d0 = blk * BLOCK, width = D - d0 < BLOCK ? D - d0 : BLOCK;
+        real g[BLOCK] = {0}, b[BLOCK] = {0};
+        for (int m = 0; m < M; m++) {
+            const real *dy = d_out + (size_t)m * D + d0, *x = in + (size_t)m * D + d0;
+            const real mu = mean[m], r = rstd[m];
+            for (int j = 0; j < width; j++) {
+                g[j] += dy[j] * (x[j] - mu) * r;
+                b[j] += dy[j];
+            }
+        }
+        for (int j = 0; j < width; j++) {
+            d_gamma[d0 + j] += g[j];
+            d_beta[d0 + j] += b[j];
+        }
+    }
+    /* d xhat = d_out * gamma; d x = r * (d xhat - mean(d xhat) - xhat * mean(d xhat * xhat)).
+     * Each row is read whole before it is written: in place is fine. */
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         const real *x = in + (size_t)m * D, *dy = d_out + (size_t)m * D;
@@ -105,31 +137,6 @@ void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_o
             real xhat = (x[d] - mu) * r;
             real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
             dx[d] = r * (dxhat - sum_dxhat - xhat * sum_dxhat_xhat);
-        }
-    }
-    if (!d_gamma)
-        return;
-    /* Parameter gradients reduce over rows: parallel over blocks of
-     * channels instead, each summed in row order, so the result does not
-     * depend on the thread count. A block of 16 floats is one cache line
-     * per row: the rows are streamed once, not once per channel. */
-    enum { BLOCK = 16 };
-    const int blocks = (D + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < blocks; blk++) {
-        const int d0 = blk * BLOCK, width = D - d0 < BLOCK ? D - d0 : BLOCK;
-        real g[BLOCK] = {0}, b[BLOCK] = {0};
-        for (int m = 0; m < M; m++) {
-            const real *dy = d_out + (size_t)m * D + d0, *x = in + (size_t)m * D + d0;
-            const real mu = mean[m], r = rstd[m];
-            for (int j = 0; j < width; j++) {
-                g[j] += dy[j] * (x[j] - mu) * r;
-                b[j] += dy[j];
-            }
-        }
-        for (int j = 0; j < width; j++) {
-            d_gamma[d0 + j] += g[j];
-            d_beta[d0 + j] += b[j];
         }
     }
 }
@@ -403,8 +410,8 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
     }
 }
 
-void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
-                        int H, DropoutSite drop, real *scratch)
+void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const uint8_t *pad, int B,
+                        int N, int D, int H, DropoutSite drop, real *scratch)
 {
     const int Dh = D / H, row = 3 * D;
     const real scale = R(1) / sqrt((real)Dh);
@@ -429,6 +436,11 @@ void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const u
             dropout_range(tile, p, 0, (size_t)N * N, s);
             pv = tile;
         }
+        /* The forward's output again, by the forward's own GEMM (same bits):
+         * for a caller that did not keep it. */
+        if (out)
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, v, row, R(0),
+                 out + (size_t)b * N * D + (size_t)h * Dh, D);
         /* dV = P'^T dO;  dP' = dO V^T */
         gemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, dout, D, R(0), dv, row);
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, Dh, R(1), dout, D, v, row, R(0), dp, N);

@@ -18,16 +18,20 @@
 void linear_forward(real *out, const real *in, const real *weight, const real *bias, int M, int In, int Out);
 /* d_in (M,In) = d_out . W (accumulated into d_in when accumulate_d_in),
  * d_weight (Out,In) += d_out^T . in, d_bias (Out) += column sums of d_out.
- * d_in, d_bias may be NULL. */
+ * d_in, d_bias may be NULL; so may d_weight, for a caller that has no `in`
+ * yet and calls linear_backward_weight later. d_in may be `in` (in place). */
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
                      const real *weight, int M, int In, int Out, int accumulate_d_in);
+/* d_weight (Out,In) += d_out (M,Out)^T . in (M,In): linear_backward's weight part. */
+void linear_backward_weight(real *d_weight, const real *d_out, const real *in, int M, int In, int Out);
 
 /* Layer norm over the last dimension (D) of each of M rows. gamma/beta may
  * be NULL (no affine: the data2vec target norms). Saves mean and 1/std per
  * row for the backward. */
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps);
-/* d_in (M,D) from d_out; d_gamma, d_beta (D) accumulated (may be NULL). */
+/* d_in (M,D) from d_out; d_gamma, d_beta (D) accumulated (may be NULL).
+ * d_in may be d_out (in place). */
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D);
 /* out (M,D) = the forward's output again, from its input and saved mean and
@@ -76,9 +80,11 @@ size_t attention_scratch_size(int N, int threads);
 /* out (B,N,D) and probs (B,H,N,N) from qkv (B,N,3D). */
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch);
-/* d_qkv (B,N,3D) from d_out (B,N,D); the probabilities are recomputed from qkv and pad. */
-void attention_backward(real *d_qkv, const real *d_out, const real *qkv, const uint8_t *pad, int B, int N, int D,
-                        int H, DropoutSite drop, real *scratch);
+/* d_qkv (B,N,3D) from d_out (B,N,D); the probabilities are recomputed from
+ * qkv and pad, and with them, when out is not NULL, the forward's out
+ * (B,N,D) again, bit for bit (one N x Dh x N GEMM per head more). */
+void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const uint8_t *pad, int B,
+                        int N, int D, int H, DropoutSite drop, real *scratch);
 
 /* Replaces the rows where mask != 0 by a learned vector emb (D): how image
  * and speech hide input (wav2vec 2.0 / BEiT). x (B*N, D). */

@@ -105,11 +105,16 @@ struct Modality {
     size_t config_size;
 
     /* The front-end: create registers its tensors (not in the teacher) and
-     * returns its state; max_positions is N at the configured input size. */
+     * returns its state; max_positions is N at the configured input size.
+     * layout lays out its activations for batches of up to B: in arena what
+     * must live from forward to backward (and what the caller reads after
+     * forward), in scratch what is used only inside one forward or one
+     * backward call. scratch overlays the encoder's activations, which are
+     * dead while the front-end runs (model.h). */
     void *(*create)(const D2vConfig *cfg, const void *mcfg, ParamStore *ps, D2vError *err);
     void (*bind)(void *fe, const ParamStore *ps);
     int (*max_positions)(const void *fe);
-    void (*layout)(void *fe, Arena *arena, int B, int threads);
+    void (*layout)(void *fe, Arena *arena, Arena *scratch, int B, int threads);
     void (*destroy)(void *fe);
 
     /* Data: open a dataset path (train split or evaluation), allocate a
@@ -131,7 +136,8 @@ struct Modality {
 
     /* Front-end forward for one batch: features, the mask (drawn from
      * mask_rng; no mask when mode.train == 0), positions. Then backward from
-     * the gradient w.r.t. x_student into the front-end's tensors. */
+     * the gradient w.r.t. x_student into the front-end's tensors; the batch
+     * must be unchanged in between (the backward may read its input again). */
     void (*forward)(void *fe, const real *w, const Batch *batch, Rng *mask_rng, ForwardMode mode, FrontendOut *out);
     void (*backward)(void *fe, const real *w, real *g, const real *d_x_student, ForwardMode mode);
 

@@ -22,7 +22,12 @@ int model_build(Model *m, const D2vConfig *cfg, const Modality *mod, const void 
 
     m->B = B;
     m->N = mod->max_positions(m->frontend);
-    /* Measure the layout, allocate once, lay it out for real (arena.h). */
+    /* Measure the layout, allocate once, lay it out for real (arena.h).
+     * The front-end's scratch overlays the encoder's activations, which
+     * d2v_layout puts last: the front-end runs before the teacher and after
+     * the student's backward, when they hold nothing (issue 6: peak
+     * memory). Pass 0 learns where they start. */
+    size_t encoder_at = 0;
     for (int pass = 0; pass < 2; pass++) {
         if (pass == 1) {
             size_t need = m->arena.used;
@@ -31,9 +36,14 @@ int model_build(Model *m, const D2vConfig *cfg, const Modality *mod, const void 
                 return d2v_fail(err, "out of memory: activations for batches of %d need %zu MiB "
                                 "(lower train.batch_size or use a smaller config)", B, need >> 20);
         }
-        d2v_layout(&m->acts, &m->arena, &m->d2v, B, m->N, threads);
-        mod->layout(m->frontend, &m->arena, B, threads);
+        Arena scratch = {0};
+        if (pass == 1)
+            scratch = (Arena){m->arena.base + encoder_at, 0, m->arena.capacity - encoder_at, NULL};
+        mod->layout(m->frontend, &m->arena, &scratch, B, threads);
         m->d_x = arena_take(&m->arena, (size_t)B * m->N * m->d2v.encoder.dim);
+        encoder_at = d2v_layout(&m->acts, &m->arena, &m->d2v, B, m->N, threads);
+        if (m->arena.used < encoder_at + scratch.used)
+            m->arena.used = encoder_at + scratch.used;
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 /* model.h — one data2vec model put together: the objective (Transformer +
  * head, data2vec.h), a modality's front-end, their parameters in one store
- * and their activations in one arena, sized once for B x N. */
+ * and their activations in one arena, sized once for B x N. The front-end's
+ * scratch shares the arena's tail with the encoder's activations. */
 #ifndef D2V_MODEL_H
 #define D2V_MODEL_H
 

@@ -94,58 +94,74 @@ void transformer_bind(Transformer *t, const ParamStore *ps)
 
 /* ---- activations -------------------------------------------------------------- */
 
-static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shared, const Transformer *t, int B,
-                         int N)
+static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shared, const Transformer *t, int l,
+                         int B, int N)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
+    const int post = t->layout == LAYOUT_POST_LN;
     b->ln1_out = shared->ln1_scratch;
     b->ln1_mean = arena_take(arena, M);
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
     b->probs = shared->probs_scratch;
-    b->att = arena_take(arena, M * D);
+    b->att = shared->att_scratch;
     b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
-    /* Post-LN's ln2_out is the block's output, which the next block reads. */
-    b->ln2_out = t->layout == LAYOUT_POST_LN ? arena_take(arena, M * D) : shared->ln2_scratch;
+    /* Post-LN's ln2_out is the block's output, which only the next block
+     * reads in the forward: two buffers in turn (the backward recomputes
+     * it from res2). */
+    b->ln2_out = post ? shared->out_scratch[l & 1] : shared->ln2_scratch;
     b->ln2_mean = arena_take(arena, M);
     b->ln2_rstd = arena_take(arena, M);
     b->fc1 = arena_take(arena, M * F);
     b->act = shared->act_scratch;
     b->ffn = shared->ffn_scratch;
     b->res2 = arena_take(arena, M * D);
-    b->out = t->layout == LAYOUT_POST_LN ? b->ln2_out : b->res2;
+    b->out = post ? b->ln2_out : b->res2;
 }
 
 void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, int B, int N, int keep_all,
                         int threads)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
+    const int post = t->layout == LAYOUT_POST_LN;
     memset(a, 0, sizeof *a);
     a->B = B;
     a->N = N;
     a->n_blocks = keep_all ? t->layers : 2;
-    a->input = arena_take(arena, M * D);
+    /* Pre-LN without dropout feeds block 0 the input itself. */
+    a->input = post || t->dropout > 0 ? arena_take(arena, M * D) : NULL;
     a->norm_mean = arena_take(arena, M);
     a->norm_rstd = arena_take(arena, M);
-    a->output = arena_take(arena, M * D);
-    a->probs_scratch = arena_take(arena, (size_t)B * t->heads * N * N);
+    /* The probabilities' buffer is d_qkv in the backward (below). */
+    const size_t probs = (size_t)B * t->heads * N * N;
+    a->probs_scratch = arena_take(arena, keep_all && 3 * M * D > probs ? 3 * M * D : probs);
+    /* Pre-LN's LN1 and LN2 outputs are never needed at the same time. */
     a->ln1_scratch = arena_take(arena, M * D);
-    a->ln2_scratch = t->layout == LAYOUT_POST_LN ? NULL : arena_take(arena, M * D);
+    a->ln2_scratch = post ? NULL : a->ln1_scratch;
+    a->out_scratch[0] = post ? arena_take(arena, M * D) : NULL;
+    a->out_scratch[1] = post ? arena_take(arena, M * D) : NULL;
+    a->att_scratch = arena_take(arena, M * D);
     a->proj_scratch = arena_take(arena, M * D);
     a->act_scratch = arena_take(arena, M * F);
     a->ffn_scratch = arena_take(arena, M * D);
+    /* The encoder's output is read (gathered for the head) before the
+     * backward, and the last block's ffn is spent by then. */
+    a->output = a->ffn_scratch;
     for (int l = 0; l < a->n_blocks; l++)
-        layout_block(&a->blocks[l], arena, a, t, B, N);
+        layout_block(&a->blocks[l], arena, a, t, l, B, N);
     a->attn_scratch = arena_take(arena, attention_scratch_size(N, threads));
     if (!keep_all)
         return;
-    a->d_a = arena_take(arena, M * D);
+    /* The backward's scratch: where it can, the forward's, which the
+     * backward does not read (proj, ffn, probs) or reads just before
+     * overwriting (act: fc2's input, then d of it). */
+    a->d_a = a->ffn_scratch;
     a->d_b = arena_take(arena, M * D);
-    a->d_c = arena_take(arena, M * D);
+    a->d_c = a->proj_scratch;
     a->d_stream = arena_take(arena, M * D);
-    a->d_f = arena_take(arena, M * F);
-    a->d_qkv = arena_take(arena, M * 3 * D);
+    a->d_f = a->act_scratch;
+    a->d_qkv = a->probs_scratch;
 }
 
 /* ---- one block -------------------------------------------------------------------- */
@@ -239,11 +255,14 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
             d_res1[i] += s->d_a[i]; /* h also reaches y directly */
     }
 
-    /* res1 = x + dropout(proj(attention(qkv(attn_in)))) */
+    /* res1 = x + dropout(proj(attention(qkv(attn_in)))). The attention's
+     * output (proj's input) was not kept: attention_backward recomputes it
+     * with the probabilities, so proj's weight gradient comes after. */
     dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
-    linear_backward(s->d_c, g + p->proj_w, g + p->proj_b, s->d_a, a->att, w + p->proj_w, M, D, D, 0);
-    attention_backward(s->d_qkv, s->d_c, a->qkv, pad, B, N, D, t->heads,
+    linear_backward(s->d_c, NULL, g + p->proj_b, s->d_a, NULL, w + p->proj_w, M, D, D, 0);
+    attention_backward(s->d_qkv, a->att, s->d_c, a->qkv, pad, B, N, D, t->heads,
                        site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), s->attn_scratch);
+    linear_backward_weight(g + p->proj_w, s->d_a, a->att, M, D, D);
     if (post) {
         memcpy(d_stream, d_res1, MD * sizeof(real));
         linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
@@ -268,10 +287,10 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
     if (t->layout == LAYOUT_POST_LN) {
         layernorm_forward(a->input, a->norm_mean, a->norm_rstd, x, w + t->norm_w, w + t->norm_b, M, D, t->eps);
         dropout_forward(a->input, a->input, (size_t)M * D, input_drop);
-    } else {
+    } else if (a->input) {
         dropout_forward(a->input, x, (size_t)M * D, input_drop);
     }
-    const real *h = a->input;
+    const real *h = a->input ? a->input : x;
     for (int l = 0; l < t->layers; l++) {
         BlockActs *b = &a->blocks[l];
         b->x = h;
@@ -297,8 +316,17 @@ void transformer_backward(const Transformer *t, const real *w, real *g, Transfor
                            a->norm_rstd, w + t->norm_w, M, D);
     else
         memcpy(d, d_out, MD * sizeof(real));
-    for (int l = t->layers - 1; l >= 0; l--)
+    for (int l = t->layers - 1; l >= 0; l--) {
+        /* Post-LN: the block's input, the block below's LN2 output, was not
+         * kept (two buffers served the forward): recompute it from res2. */
+        if (t->layout == LAYOUT_POST_LN && l > 0) {
+            const BlockActs *below = &a->blocks[l - 1];
+            const BlockParams *p = &t->blocks[l - 1];
+            layernorm_recompute(below->ln2_out, below->res2, below->ln2_mean, below->ln2_rstd, w + p->ln2_w,
+                                w + p->ln2_b, M, D);
+        }
         block_backward(t, l, w, g, &a->blocks[l], a, d, pad, B, N, mode);
+    }
     if (t->layout == LAYOUT_POST_LN) {
         dropout_backward(d, d, MD, input_drop);
         layernorm_backward(d_x, g + t->norm_w, g + t->norm_b, d, x, a->norm_mean, a->norm_rstd, w + t->norm_w, M, D);

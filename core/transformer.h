@@ -42,16 +42,19 @@ typedef struct {
     real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
     real *probs;             /* (B,H,N,N) shared: after a forward, the last block's */
-    real *att, *res1;        /* (M,D) */
-    real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared in pre-LN */
+    real *att, *res1;        /* (M,D); att shared, see below */
+    real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared, see below */
     real *fc1;               /* (M,F) */
-    /* Not read by the backward, so shared by all blocks and valid only until
-     * the next block's forward (the teacher reads its ffn tap in between):
-     * proj (M,D) the attention output projection, act (M,F) GELU(fc1), the
-     * largest tensor of a block, recomputed by block_backward, and ffn (M,D)
-     * the FFN output before the last residual. Likewise the layer norms'
-     * outputs that are only GEMM inputs (recomputed from the saved mean and
-     * 1/std). Issue 6: a third less activation memory. */
+    /* Not kept for the backward, so shared by all blocks and valid only
+     * until the next block's forward (the teacher reads its ffn tap in
+     * between): att (M,D) the attention's output (attention_backward
+     * recomputes it), proj (M,D) the attention output projection, act (M,F)
+     * GELU(fc1), the largest tensor of a block, recomputed by
+     * block_backward, and ffn (M,D) the FFN output before the last
+     * residual. Likewise the layer norms' outputs: those that are only GEMM
+     * inputs, and post-LN's block output ln2_out (two buffers in turn: the
+     * next block reads it), each recomputed from its input and the saved
+     * mean and 1/std. Issue 6: peak memory. */
     real *proj, *act, *ffn;
     real *res2;              /* (M,D) */
     real *out;               /* the block's end output: ln2_out (post) or res2 (pre) */
@@ -60,15 +63,17 @@ typedef struct {
 typedef struct {
     int B, N;         /* capacity */
     int n_blocks;     /* layers (student) or 2 (teacher: ping-pong scratch) */
-    real *input;      /* (M,D) what block 0 sees */
+    real *input;      /* (M,D) what block 0 sees (NULL: x itself, pre-LN without dropout) */
     real *norm_mean, *norm_rstd;
-    real *output;     /* (M,D) the encoder's output */
+    real *output;     /* (M,D) the encoder's output, until the backward (it is scratch) */
     BlockActs blocks[MAX_LAYERS];
     real *attn_scratch;
-    /* What every block's proj, act, ffn and ln1_out (and pre-LN's ln2_out)
-     * point to. */
-    real *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch, *probs_scratch;
-    /* backward scratch, shared by all blocks */
+    /* What every block's att, proj, act, ffn and ln1_out (and pre-LN's
+     * ln2_out, post-LN's ln2_out in turn) point to. */
+    real *att_scratch, *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch, *probs_scratch;
+    real *out_scratch[2];
+    /* backward scratch, shared by all blocks; some of it is the forward's
+     * scratch above (transformer_layout) */
     real *d_a, *d_b, *d_c, *d_stream, *d_f, *d_qkv;
 } TransformerActs;
 

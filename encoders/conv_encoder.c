@@ -99,6 +99,7 @@ int conv_encoder_plan(ConvEncoderPlan *plan, const ConvSpec *spec, int B, int T,
         plan->stat_size[l] = (size_t)B * t_out;
         plan->weight_size[l] = (size_t)s->channels * c * s->kernel;
         plan->cols_size = size_max(plan->cols_size, (size_t)B * t_out * c * s->kernel);
+        plan->act_max = size_max(plan->act_max, plan->act_size[l]);
         plan->grad_size = size_max(plan->grad_size, plan->act_size[l]);
         t = t_out;
         c = s->channels;
@@ -151,26 +152,39 @@ void conv1d_col2im(real *d_x, const real *d_cols, int B, int T_in, int C_in, int
 
 /* ---- feature encoder ------------------------------------------------------------------- */
 
+/* Layer l's tail from its saved conv output: out = GELU(LN(conv)) with
+ * the forward's mean and 1/std, or only the LN when gelu is 0. The same
+ * functions as the forward, so the recompute gives the same bits. */
+static void ln_gelu(real *out, const ConvEncoderBuffers *buf, const ConvEncoderParams *params,
+                    const ConvEncoderPlan *plan, int l, int gelu)
+{
+    const int M = plan->B * plan->t_out[l], C = plan->c_out[l];
+    layernorm_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l], params->ln_bias[l], M, C);
+    if (gelu)
+        gelu_forward(out, out, plan->act_size[l]);
+}
+
 void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvEncoderParams *params,
                           const ConvEncoderPlan *plan)
 {
-    const int B = plan->B;
+    const int B = plan->B, last = plan->n_layers - 1;
     const real *x = wave; /* (B, T, 1): the waveform is already channels-last */
-    for (int l = 0; l < plan->n_layers; l++) {
+    for (int l = 0; l <= last; l++) {
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l];
         const int M = B * plan->t_out[l], width = C_in * K;
-        const size_t n = plan->act_size[l];
         /* conv (B*T_out, C_out) = cols . W^T; no bias (conv_bias=False in
          * wav2vec 2.0, the layer norm's beta plays its part). */
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, plan->stride[l]);
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, params->weight[l],
              width, R(0), buf->conv[l], C_out);
         /* "layer_norm" mode: TransposeLast -> Fp32LayerNorm(C, affine) ->
-         * TransposeLast; channels-last makes the transposes free. */
-        layernorm_forward(buf->normed[l], buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l],
-                          params->ln_bias[l], M, C_out, CONV_LN_EPS);
-        gelu_forward(buf->act[l], buf->normed[l], n);
-        x = buf->act[l];
+         * TransposeLast; channels-last makes the transposes free. The input
+         * x is in cols by now, so act can take this layer's output. */
+        real *y = l == last ? buf->out : buf->act;
+        layernorm_forward(y, buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l], params->ln_bias[l], M,
+                          C_out, CONV_LN_EPS);
+        gelu_forward(y, y, plan->act_size[l]);
+        x = y;
     }
 }
 
@@ -178,30 +192,36 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
                            const ConvEncoderParams *params, ConvEncoderBuffers *buf, const ConvEncoderPlan *plan)
 {
     const int B = plan->B;
-    /* grad_a carries d(layer output), then d(layer input) for the layer below;
-     * grad_b holds d(conv output) in between. */
+    /* grad carries d(layer output), then in place d(LN output) and d(conv
+     * output), then d(layer input) for the layer below. */
     const real *d_act = d_out;
+    real *d = buf->grad;
     for (int l = plan->n_layers - 1; l >= 0; l--) {
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l], S = plan->stride[l];
         const int M = B * plan->t_out[l], width = C_in * K;
-        const real *x = l > 0 ? buf->act[l - 1] : wave;
-        real *d_normed = buf->grad_a, *d_conv = buf->grad_b;
 
-        gelu_backward(d_normed, d_act, buf->normed[l], plan->act_size[l]);
-        layernorm_backward(d_conv, grads->ln_gain[l], grads->ln_bias[l], d_normed, buf->conv[l], buf->mean[l],
-                           buf->rstd[l], params->ln_gain[l], M, C_out);
-        /* The forward's cols were overwritten by later layers: rebuild them,
-         * cheaper than keeping one column buffer per layer. */
+        ln_gelu(buf->act, buf, params, plan, l, 0); /* GELU's input */
+        gelu_backward(d, d_act, buf->act, plan->act_size[l]);
+        layernorm_backward(d, grads->ln_gain[l], grads->ln_bias[l], d, buf->conv[l], buf->mean[l], buf->rstd[l],
+                           params->ln_gain[l], M, C_out);
+        /* The conv's input (the layer below's output) and its cols were not
+         * kept: rebuild them, cheaper than keeping them per layer. */
+        const real *x = wave;
+        if (l > 0) {
+            ln_gelu(buf->act, buf, params, plan, l - 1, 1);
+            x = buf->act;
+        }
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, S);
         /* d_W (C_out, C_in*K) += d_conv^T . cols */
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d_conv, C_out, buf->cols, width, R(1),
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d, C_out, buf->cols, width, R(1),
              grads->weight[l], width);
         if (l == 0 && !d_wave)
             break;
-        /* d_cols (M, C_in*K) = d_conv . W, into the no longer needed cols. */
-        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d_conv, C_out, params->weight[l],
-             width, R(0), buf->cols, width);
-        real *d_x = l > 0 ? buf->grad_a : d_wave;
+        /* d_cols (M, C_in*K) = d_conv . W, into the no longer needed cols;
+         * then d_conv is spent and grad takes d(layer input). */
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d, C_out, params->weight[l], width,
+             R(0), buf->cols, width);
+        real *d_x = l > 0 ? d : d_wave;
         conv1d_col2im(d_x, buf->cols, B, plan->t_in[l], C_in, K, S);
         d_act = d_x;
     }

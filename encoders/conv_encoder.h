@@ -59,9 +59,10 @@ typedef struct {
     int kernel[CONV_MAX_LAYERS], stride[CONV_MAX_LAYERS];
     int t_in[CONV_MAX_LAYERS], t_out[CONV_MAX_LAYERS];
     /* Sizes in reals for the whole batch. */
-    size_t act_size[CONV_MAX_LAYERS];  /* B * t_out * c_out: conv, normed, act of layer l */
+    size_t act_size[CONV_MAX_LAYERS];  /* B * t_out * c_out: conv (and output) of layer l */
     size_t stat_size[CONV_MAX_LAYERS]; /* B * t_out: mean, rstd of layer l */
     size_t cols_size;                  /* max_l B * t_out * c_in * K: im2col scratch, shared */
+    size_t act_max;                    /* max_l act_size: the act scratch */
     size_t grad_size;                  /* max B * T * C of any activation incl. the waveform */
     size_t weight_size[CONV_MAX_LAYERS]; /* c_out * c_in * K */
 } ConvEncoderPlan;
@@ -79,19 +80,22 @@ typedef struct {
     real *ln_gain[CONV_MAX_LAYERS], *ln_bias[CONV_MAX_LAYERS];
 } ConvEncoderParams;
 
-/* Saved activations of layer l (act_size / stat_size each), plus scratch.
- * act[n_layers-1] is the encoder's output (B, T_out, C). The backward also
- * needs cols (cols_size) and grad_a, grad_b (grad_size each). */
+/* Kept from the forward for the backward: each layer's conv output (the
+ * layer norm's input, act_size[l]) with its mean and 1/std (stat_size[l]),
+ * and the encoder's output `out` (act_size of the last layer). A layer's
+ * layer-norm and GELU outputs are not kept: the backward recomputes them
+ * from conv, mean and 1/std (two element-wise passes against the conv's
+ * GEMMs; issue 6: at 2 s crops they were two thirds of the CNN's memory).
+ * Scratch, free between forward and backward: act (act_max: one layer's
+ * normed, then GELU output), cols (cols_size), grad (grad_size). */
 typedef struct {
-    real *conv[CONV_MAX_LAYERS];   /* conv output, layer-norm input */
+    real *conv[CONV_MAX_LAYERS];
     real *mean[CONV_MAX_LAYERS], *rstd[CONV_MAX_LAYERS];
-    real *normed[CONV_MAX_LAYERS]; /* layer-norm output, GELU input */
-    real *act[CONV_MAX_LAYERS];    /* GELU output, next layer's input */
-    real *cols;
-    real *grad_a, *grad_b;
+    real *out;
+    real *act, *cols, *grad;
 } ConvEncoderBuffers;
 
-/* wave (B, T) -> buf->act[last] (B, T_out, C). */
+/* wave (B, T) -> buf->out (B, T_out, C). */
 void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvEncoderParams *params,
                           const ConvEncoderPlan *plan);
 /* d_out (B, T_out, C) -> grads (accumulated); d_wave (B, T) overwritten, may

@@ -89,6 +89,7 @@ typedef struct {
     BlockMaskSpec mask_spec;
     size_t w_patch, b_patch, cls, pos, mask_emb; /* offsets */
     int B; /* rows of the last forward (the layout may hold more) */
+    const real *images; /* the last forward's batch, for the backward */
     /* activations */
     real *cols, *patches, *masked, *x_student, *x_teacher, *d_masked, *d_patches, *fixed_pos;
     uint8_t *patch_mask, *loss_mask, *pool;
@@ -158,19 +159,21 @@ static void image_bind(void *fe, const ParamStore *ps)
 
 static int image_max_positions(const void *fe) { return ((const ImageFrontend *)fe)->N; }
 
-static void image_layout(void *fe, Arena *a, int B, int threads)
+static void image_layout(void *fe, Arena *a, Arena *scratch, int B, int threads)
 {
     (void)threads;
     ImageFrontend *f = fe;
     const size_t BG = (size_t)B * f->G, BN = (size_t)B * f->N, D = (size_t)f->D;
     f->B = B;
-    f->cols = arena_take(a, BG * patch_cols(&f->shape));
-    f->patches = arena_take(a, BG * D);
-    f->masked = arena_take(a, BG * D);
     f->x_student = arena_take(a, BN * D);
     f->x_teacher = arena_take(a, BN * D);
-    f->d_masked = arena_take(a, BG * D);
-    f->d_patches = arena_take(a, BG * D);
+    /* Used within one forward or backward only: the backward rebuilds the
+     * patch GEMM's input (cols, a copy of the pixels) from the batch. */
+    f->cols = arena_take(scratch, BG * patch_cols(&f->shape));
+    f->patches = arena_take(scratch, BG * D);
+    f->masked = arena_take(scratch, BG * D);
+    f->d_masked = arena_take(scratch, BG * D);
+    f->d_patches = arena_take(scratch, BG * D);
     f->fixed_pos = arena_take(a, (size_t)f->N * D);
     f->patch_mask = arena_take_bytes(a, BG);
     f->loss_mask = arena_take_bytes(a, BN);
@@ -188,6 +191,7 @@ static void image_forward(void *fe, const real *w, const Batch *batch, Rng *mask
     const int B = batch->B, G = f->G, N = f->N, D = f->D;
     const real *pos = f->learned_positions ? w + f->pos : f->fixed_pos;
     f->B = B; /* what backward sums over */
+    f->images = batch->data;
     im2col_patches(f->cols, batch->data, &f->shape, B);
     patch_embed_forward(f->patches, f->cols, w + f->w_patch, w + f->b_patch, &f->shape, B);
 
@@ -222,6 +226,7 @@ static void image_backward(void *fe, const real *w, real *g, const real *d_x_stu
     const int B = f->B, G = f->G, D = f->D;
     cls_pos_backward(f->d_masked, g + f->cls, f->learned_positions ? g + f->pos : NULL, d_x_student, B, G, D);
     mask_embed_backward(f->d_patches, g + f->mask_emb, f->d_masked, f->patch_mask, B * G, D);
+    im2col_patches(f->cols, f->images, &f->shape, B);
     patch_embed_backward(g + f->w_patch, g + f->b_patch, f->d_patches, f->cols, &f->shape, B);
 }
 

@@ -209,7 +209,7 @@ static void speech_bind(void *fe, const ParamStore *ps)
 
 static int speech_max_positions(const void *fe) { return ((const SpeechFrontend *)fe)->max_N; }
 
-static void speech_layout(void *fe, Arena *a, int B, int threads)
+static void speech_layout(void *fe, Arena *a, Arena *scratch, int B, int threads)
 {
     (void)threads;
     SpeechFrontend *f = fe;
@@ -218,16 +218,14 @@ static void speech_layout(void *fe, Arena *a, int B, int threads)
     /* create() checked that max_T gives frames and the groups divide D. */
     if (conv_encoder_plan(&cp, &f->spec, B, f->max_T, NULL) < 0 || pos_conv_plan(&pp, f->pos_shape, B, f->max_N, NULL) < 0)
         abort();
+    /* Kept for the backward: the CNN's conv outputs and statistics, its
+     * output, the positional convs' activations, the feature norm's. */
     for (int l = 0; l < cp.n_layers; l++) {
         f->cnn.conv[l] = arena_take(a, cp.act_size[l]);
-        f->cnn.normed[l] = arena_take(a, cp.act_size[l]);
-        f->cnn.act[l] = arena_take(a, cp.act_size[l]);
         f->cnn.mean[l] = arena_take(a, cp.stat_size[l]);
         f->cnn.rstd[l] = arena_take(a, cp.stat_size[l]);
     }
-    f->cnn.cols = arena_take(a, cp.cols_size);
-    f->cnn.grad_a = arena_take(a, cp.grad_size);
-    f->cnn.grad_b = arena_take(a, cp.grad_size);
+    f->cnn.out = arena_take(a, cp.act_size[cp.n_layers - 1]);
     for (int l = 0; l <= pp.shape.depth; l++)
         f->pos.layer_in[l] = arena_take(a, pp.act_size);
     for (int l = 0; l < pp.shape.depth; l++) {
@@ -236,26 +234,32 @@ static void speech_layout(void *fe, Arena *a, int B, int threads)
         f->pos.mean[l] = arena_take(a, pp.stat_size);
         f->pos.rstd[l] = arena_take(a, pp.stat_size);
     }
-    f->pos.cols = arena_take(a, pp.cols_size);
-    f->pos.grad_a = arena_take(a, pp.act_size);
-    f->pos.grad_b = arena_take(a, pp.act_size);
     const size_t BN = (size_t)B * f->max_N, C = (size_t)f->C, D = (size_t)f->D;
     f->feat_mean = arena_take(a, BN);
     f->feat_rstd = arena_take(a, BN);
     f->feat_ln = arena_take(a, BN * C);
-    f->d_feat_ln = arena_take(a, BN * C);
-    f->d_feat = arena_take(a, BN * C);
-    f->proj = arena_take(a, BN * D);
-    f->masked = arena_take(a, BN * D);
     f->x_student = arena_take(a, BN * D);
     f->x_teacher = arena_take(a, BN * D);
-    f->d_pos_in = arena_take(a, BN * D);
-    f->d_masked = arena_take(a, BN * D);
-    f->d_proj = arena_take(a, BN * D);
     f->frame_mask = arena_take_bytes(a, BN);
     f->pad = arena_take_bytes(a, BN);
     f->pool = arena_take_bytes(a, BN);
     f->frames = arena_take_bytes(a, (size_t)B * sizeof(int));
+    /* Used within one forward or backward only: the CNN's im2col columns,
+     * layer outputs and gradients (the largest buffers at 2 s crops), the
+     * positional convs' scratch, the projection's and the gradients. */
+    f->cnn.act = arena_take(scratch, cp.act_max);
+    f->cnn.cols = arena_take(scratch, cp.cols_size);
+    f->cnn.grad = arena_take(scratch, cp.grad_size);
+    f->pos.cols = arena_take(scratch, pp.cols_size);
+    f->pos.grad_a = arena_take(scratch, pp.act_size);
+    f->pos.grad_b = arena_take(scratch, pp.act_size);
+    f->proj = arena_take(scratch, BN * D);
+    f->masked = arena_take(scratch, BN * D);
+    f->d_feat_ln = arena_take(scratch, BN * C);
+    f->d_feat = arena_take(scratch, BN * C);
+    f->d_pos_in = arena_take(scratch, BN * D);
+    f->d_masked = arena_take(scratch, BN * D);
+    f->d_proj = arena_take(scratch, BN * D);
 }
 
 static void speech_destroy(void *fe) { free(fe); }
@@ -319,7 +323,7 @@ static void speech_forward(void *fe, const real *w, const Batch *batch, Rng *mas
 
     /* Features: CNN, layer norm over channels, projection to D (wav2vec 2.0 §2). */
     conv_encoder_forward(&f->cnn, batch->data, &cnn, &f->cnn_plan);
-    const real *cnn_out = f->cnn.act[f->spec.n_layers - 1];
+    const real *cnn_out = f->cnn.out;
     layernorm_forward(f->feat_ln, f->feat_mean, f->feat_rstd, cnn_out, w + f->feat_g, w + f->feat_b, (int)M, C,
                       CONV_LN_EPS);
     linear_forward(f->proj, f->feat_ln, w + f->proj_w, w + f->proj_b, (int)M, C, D);
@@ -365,7 +369,7 @@ static void speech_backward(void *fe, const real *w, real *g, const real *d_x_st
     }
     mask_embed_backward(f->d_proj, g + f->mask_emb, f->d_masked, f->frame_mask, (int)M, D);
     linear_backward(f->d_feat_ln, g + f->proj_w, g + f->proj_b, f->d_proj, f->feat_ln, w + f->proj_w, (int)M, C, D, 0);
-    layernorm_backward(f->d_feat, g + f->feat_g, g + f->feat_b, f->d_feat_ln, f->cnn.act[f->spec.n_layers - 1],
+    layernorm_backward(f->d_feat, g + f->feat_g, g + f->feat_b, f->d_feat_ln, f->cnn.out,
                        f->feat_mean, f->feat_rstd, w + f->feat_g, (int)M, C);
     /* The waveform learns nothing: no gradient into it. */
     conv_encoder_backward(NULL, &cnn_grad, f->d_feat, f->wave, &cnn, &f->cnn, &f->cnn_plan);

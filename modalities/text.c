@@ -223,7 +223,7 @@ static void layout_embed_acts(TextEmbedActs *a, Arena *arena, size_t M, size_t D
     a->normed = embed_norm ? arena_take(arena, M * D) : NULL;
 }
 
-static void text_layout(void *fe, Arena *a, int B, int threads)
+static void text_layout(void *fe, Arena *a, Arena *scratch, int B, int threads)
 {
     (void)threads;
     TextFrontend *f = fe;
@@ -238,7 +238,7 @@ static void text_layout(void *fe, Arena *a, int B, int threads)
     f->order = arena_take_bytes(a, M * sizeof(int));
     layout_embed_acts(&f->student, a, M, D, f->embed_norm);
     layout_embed_acts(&f->teacher, a, M, D, f->embed_norm);
-    f->d_sum = f->embed_norm ? arena_take(a, M * D) : NULL;
+    f->d_sum = f->embed_norm ? arena_take(scratch, M * D) : NULL; /* backward only */
 }
 
 static TextEmbedParams embed_params(const TextFrontend *f, const real *w)

@@ -134,15 +134,16 @@ static int export_case(const SpeechCase *sc, int index, const char *outdir, D2vE
     }
 
     /* Measure the layout, allocate once, lay it out for real (arena.h). */
-    Arena measure = {0}, arena = {0};
-    mod->layout(fe, &measure, BATCH, 1);
-    if (arena_alloc(&arena, measure.used, err) < 0) {
+    Arena measure = {0}, measure_scratch = {0}, arena = {0}, scratch = {0};
+    mod->layout(fe, &measure, &measure_scratch, BATCH, 1);
+    if (arena_alloc(&arena, measure.used, err) < 0 || arena_alloc(&scratch, measure_scratch.used, err) < 0) {
+        arena_free(&arena);
         mod->destroy(fe);
         params_free(&ps);
         free(mcfg);
         return -1;
     }
-    mod->layout(fe, &arena, BATCH, 1);
+    mod->layout(fe, &arena, &scratch, BATCH, 1);
 
     /* A padded batch as speech_load_batch leaves it: row b holds lengths[b]
      * samples, zeros after, T = the configured maximum. */
@@ -226,6 +227,7 @@ static int export_case(const SpeechCase *sc, int index, const char *outdir, D2vE
     free(pad);
     free(wave);
     arena_free(&arena);
+    arena_free(&scratch);
     mod->destroy(fe);
     params_free(&ps);
     free(mcfg);

@@ -42,6 +42,17 @@ static void test_linear(void)
     expect_grad("linear d_weight", c.w, 12, dw, linear_scalar, &c);
     expect_grad("linear d_bias", c.b, 3, db, linear_scalar, &c);
 
+    /* In place (d_in over in) and split (the weight part later) give the same bits. */
+    double *x2 = zeros(20), *dw2 = zeros(12), *dw3 = zeros(12), *db2 = zeros(3);
+    memcpy(x2, c.x, 20 * sizeof *x2);
+    linear_backward(x2, dw2, db2, c.r, x2, c.w, c.M, c.In, c.Out, 0);
+    linear_backward(NULL, NULL, NULL, c.r, NULL, c.w, c.M, c.In, c.Out, 0);
+    linear_backward_weight(dw3, c.r, c.x, c.M, c.In, c.Out);
+    CHECK(memcmp(x2, dx, 20 * sizeof *dx) == 0 && memcmp(dw2, dw, 12 * sizeof *dw) == 0 &&
+              memcmp(dw3, dw, 12 * sizeof *dw) == 0 && memcmp(db2, db, 3 * sizeof *db) == 0,
+          "linear_backward in place or split differs");
+    free(x2); free(dw2); free(dw3); free(db2);
+
     /* The checker must catch a wrong gradient: 1% off in one entry. */
     dw[5] *= 1.01;
     CHECK(grad_error(c.w, 12, dw, linear_scalar, &c) > 100 * TOLERANCE,
@@ -196,14 +207,17 @@ static void test_attention(void)
     c.probs = zeros((size_t)c.B * c.H * c.N * c.N);
     c.r = random_array(nout, 1);
     c.scratch = zeros(attention_scratch_size(c.N, 64));
-    double *dqkv = zeros(nqkv);
+    double *dqkv = zeros(nqkv), *again = zeros(nout);
     for (int with_dropout = 0; with_dropout <= 1; with_dropout++) {
         c.drop.p = with_dropout ? 0.2 : 0;
         attn_scalar(&c);
-        attention_backward(dqkv, c.r, c.qkv, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        attention_backward(dqkv, again, c.r, c.qkv, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        /* The backward's recomputed output is the forward's, bit for bit. */
+        CHECK(memcmp(again, c.out, nout * sizeof *again) == 0, "attention_backward's out differs from the forward's");
         expect_grad(with_dropout ? "attention d_qkv (padding, dropout)" : "attention d_qkv (padding)", c.qkv, nqkv,
                     dqkv, attn_scalar, &c);
     }
+    free(again);
     /* Padded keys get exactly zero weight. */
     for (int h = 0; h < c.H; h++)
         for (int i = 0; i < c.N; i++)
