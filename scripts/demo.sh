@@ -5,8 +5,9 @@
 #   sh scripts/demo.sh          images: Fashion-MNIST as JPEG files, image_micro
 #   sh scripts/demo.sh speech   speech: spoken digits by espeak-ng, speech_micro
 #   sh scripts/demo.sh text     text: an English corpus from Debian packages,
-#                               a 4096-token BPE, text_micro; k-NN on WordNet
-#                               definitions by topic
+#                               a 4096-token BPE, text_micro pretrained on
+#                               WordNet glosses (test synsets left out); k-NN
+#                               on WordNet definitions by topic
 # DEMO_STEPS overrides the length (default 300 steps: about 4 minutes on 2
 # cores for image or speech).
 set -eu
@@ -23,7 +24,7 @@ esac
 # What is pretrained on, and the labeled splits the k-NN probe uses.
 pretrain_data="$data/train" probe_train="$data/train" probe_test="$data/test"
 if [ "$modality" = text ]; then
-  pretrain_data="$data/corpus.txt" probe_train=data/topic/train.tsv probe_test=data/topic/test.tsv
+  pretrain_data=data/glosses/glosses.txt probe_train=data/topic/train.tsv probe_test=data/topic/test.tsv
 fi
 if [ "$(id -u)" = 0 ]; then
   sh scripts/install-deps.sh
@@ -40,6 +41,7 @@ if [ ! -e "$pretrain_data" ]; then
     text)
       /usr/bin/python3 scripts/make_text_corpus.py --out "$data"
       /usr/bin/python3 scripts/make_text_topic.py --out data/topic
+      /usr/bin/python3 scripts/make_text_glosses.py --out data/glosses/glosses.txt --test data/topic/test.tsv
       ./build/d2v tokenizer train --vocab-size 4096 --out "$data/tokenizer-4096" "$data/corpus.txt" ;;
   esac
 fi
