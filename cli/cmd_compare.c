@@ -121,19 +121,17 @@ static int time_step(Setup *s, double *seconds, D2vError *err)
     return rc;
 }
 
+/* The k-NN of `d2v eval knn` (mean pooling, k 20, batches of 64). */
 static int knn(const Run *r, const char *checkpoint, double *top1, D2vError *err)
 {
     Setup s;
     Model m;
-    FeatureSet tr = {0}, te = {0};
+    EvalSets sets = {0};
     ProbeResult p = {0, 0};
     int rc = setup_model(&s, &m, checkpoint, checkpoint ? NULL : r->config, 64, err) < 0 ||
-             setup_features(&s, &m, r->eval_train, 1, POOL_MEAN, 64, &tr, err) < 0 ||
-             setup_features(&s, &m, r->eval_test, 1, POOL_MEAN, 64, &te, err) < 0 ||
-             knn_probe(tr.features, tr.labels, tr.n, te.features, te.labels, te.n, tr.dim, tr.n_classes, 20, 0.07, &p,
-                       err) < 0 ? -1 : 0;
-    feature_set_free(&tr);
-    feature_set_free(&te);
+             eval_sets_open(&sets, s.mod, s.mcfg, r->eval_train, r->eval_test, m.d2v.encoder.dim, err) < 0 ||
+             eval_knn(&sets, &m, s.mcfg, POOL_MEAN, 64, 20, &p, err) < 0 ? -1 : 0;
+    eval_sets_close(&sets);
     model_free(&m);
     setup_free(&s);
     *top1 = p.top1;
