@@ -9,6 +9,8 @@
 #ifndef D2V_REAL_H
 #define D2V_REAL_H
 
+#include "gemm.h"
+
 #include <cblas.h>
 #include <tgmath.h>
 
@@ -18,7 +20,7 @@ typedef double real;
 #define REAL_NAME "f64"
 #else
 typedef float real;
-#define gemm cblas_sgemm
+#define gemm d2v_sgemm
 #define REAL_NAME "f32"
 #endif
 

@@ -1,0 +1,22 @@
+/* gemm.h — the single-precision matrix multiply every layer runs on.
+ *
+ * d2v_sgemm has cblas_sgemm's signature and meaning (C = alpha op(A) op(B)
+ * + beta C). On a CPU with AVX-512 it runs d2v's own blocked kernel
+ * (core/gemm.c): this machine makes OpenBLAS use its AVX2 kernels
+ * (OPENBLAS_CORETYPE=Haswell), which leave half of each vector unit idle.
+ * Elsewhere, for column-major calls, or with D2V_GEMM=openblas in the
+ * environment, it is cblas_sgemm itself. */
+#ifndef D2V_GEMM_H
+#define D2V_GEMM_H
+
+#include <cblas.h>
+
+/* Same arguments as cblas_sgemm. Every element of C is summed over k in one
+ * fixed order whatever the thread count, so results do not depend on it. */
+void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* "d2v avx512" or "openblas": which implementation d2v_sgemm runs here. */
+const char *d2v_sgemm_name(void);
+
+#endif

@@ -1,0 +1,152 @@
+/* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
+ * computed here, over every transpose pair, edge sizes around its blocks
+ * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, and padded leading
+ * dimensions; plus BLAS's beta = 0 rule, thread-count independence, and the
+ * D2V_GEMM=openblas switch. */
+#include "check.h"
+#include "gemm.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 88172645463325252ull;
+static float uniform(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 16777216.0)) - 0.5f;
+}
+static float *random_floats(size_t n)
+{
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = uniform();
+    return p;
+}
+
+/* One product checked against double precision: every element within a
+ * float rounding bound of sum |a||b|, and C's columns past N untouched. */
+static void check_product(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad)
+{
+    const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    float *A = random_floats((size_t)lda * (ta ? K : M)), *B = random_floats((size_t)ldb * (tb ? N : K));
+    float *C = random_floats((size_t)ldc * M), *C0 = malloc((size_t)ldc * M * sizeof *C0);
+    memcpy(C0, C, (size_t)ldc * M * sizeof *C);
+    d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
+              ldb, beta, C, ldc);
+    double worst = 0;
+    int untouched = 1;
+    for (int m = 0; m < M; m++) {
+        for (int n = 0; n < ldc; n++) {
+            const size_t at = (size_t)m * ldc + n;
+            if (n >= N) {
+                untouched &= C[at] == C0[at];
+                continue;
+            }
+            double sum = 0, magnitude = 0;
+            for (int k = 0; k < K; k++) {
+                const double a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
+                const double b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
+                sum += a * b;
+                magnitude += fabs(a * b);
+            }
+            const double want = alpha * sum + (beta != 0 ? beta * (double)C0[at] : 0);
+            const double bound = 4 * 6e-8 * (fabs(alpha) * magnitude * (K + 2) + fabs(beta * C0[at])) + 1e-30;
+            const double err = fabs(C[at] - want) / bound;
+            worst = err > worst ? err : worst;
+        }
+    }
+    CHECK(worst <= 1, "%c%c M=%d N=%d K=%d alpha=%g beta=%g pad=%d: error %.2f x the rounding bound", "NT"[ta],
+          "NT"[tb], M, N, K, alpha, beta, pad, worst);
+    CHECK(untouched, "%c%c M=%d N=%d K=%d: wrote C past column N", "NT"[ta], "NT"[tb], M, N, K);
+    free(A);
+    free(B);
+    free(C);
+    free(C0);
+}
+
+static int same_bits(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof *a) == 0;
+}
+
+int main(void)
+{
+    printf("d2v_sgemm runs %s here\n", d2v_sgemm_name());
+
+    /* Sizes on both sides of each block edge, every transpose pair. */
+    static const int sizes[][3] = {{1, 1, 1},     {12, 32, 1},    {13, 33, 7},   {11, 31, 256}, {25, 65, 257},
+                                   {240, 64, 64}, {241, 97, 513}, {3, 1600, 9}, {500, 40, 300}, {37, 1537, 31}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                check_product(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 1.0f, 0.0f, 0);
+    /* alpha, beta and padded leading dimensions on random shapes. */
+    static const float alphas[] = {1.0f, 0.5f, -2.0f}, betas[] = {0.0f, 1.0f, 0.25f};
+    for (int t = 0; t < 60; t++) {
+        const int M = 1 + (int)((uniform() + 0.5f) * 300), N = 1 + (int)((uniform() + 0.5f) * 300),
+                  K = 1 + (int)((uniform() + 0.5f) * 600);
+        check_product(t % 2, (t / 2) % 2, M, N, K, alphas[t % 3], betas[(t / 3) % 3], 1 + t % 3);
+    }
+
+    /* beta = 0 must not read C: NaN there does not reach the result. */
+    {
+        const int M = 30, N = 40, K = 50;
+        float *A = random_floats((size_t)M * K), *B = random_floats((size_t)K * N), *C = malloc((size_t)M * N * 4);
+        for (int i = 0; i < M * N; i++)
+            C[i] = NAN;
+        d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, A, K, B, N, 0.0f, C, N);
+        int finite = 1;
+        for (int i = 0; i < M * N; i++)
+            finite &= isfinite(C[i]) != 0;
+        CHECK(finite, "beta = 0 read the NaN already in C");
+        /* K = 0: C = beta C. */
+        for (int i = 0; i < M * N; i++)
+            C[i] = 2.0f;
+        d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, 0, 1.0f, A, 1, B, N, 0.5f, C, N);
+        CHECK(C[0] == 1.0f && C[M * N - 1] == 1.0f, "K = 0 gave %g, want beta * C = 1", C[0]);
+        free(A);
+        free(B);
+        free(C);
+    }
+
+    /* The same bits on 1 and 2 threads, and inside a parallel region (where
+     * it runs on the calling thread alone): a C element is always summed in
+     * one order. */
+    {
+        const int M = 700, N = 600, K = 900;
+        float *A = random_floats((size_t)M * K), *B = random_floats((size_t)N * K);
+        float *one = malloc((size_t)M * N * 4), *two = malloc((size_t)M * N * 4), *nested = malloc((size_t)M * N * 4);
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(1);
+        d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, one, N);
+        omp_set_num_threads(2);
+        d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, two, N);
+#pragma omp parallel num_threads(2)
+        {
+#pragma omp single
+            d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, nested, N);
+        }
+        omp_set_num_threads(saved);
+        CHECK(same_bits(one, two, (size_t)M * N), "1 and 2 threads gave different bits");
+        CHECK(same_bits(one, nested, (size_t)M * N), "a call inside a parallel region gave different bits");
+
+        /* D2V_GEMM=openblas hands the call to cblas_sgemm unchanged. */
+        setenv("D2V_GEMM", "openblas", 1);
+        CHECK(strcmp(d2v_sgemm_name(), "openblas") == 0, "D2V_GEMM=openblas: runs %s", d2v_sgemm_name());
+        d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, two, N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, nested, N);
+        CHECK(same_bits(two, nested, (size_t)M * N), "D2V_GEMM=openblas did not give cblas_sgemm's bits");
+        unsetenv("D2V_GEMM");
+        free(A);
+        free(B);
+        free(one);
+        free(two);
+        free(nested);
+    }
+    return check_summary();
+}
