@@ -151,10 +151,12 @@ void d2v_teacher_targets_layers(const Data2vec *m, const ParamStore *ps, Data2ve
         target_norm(m->layer_norm, a->tap_norm, tap, a, pad, B, N, D, t->eps);
         if (layers)
             memcpy(layers + (size_t)(l - (L - K)) * MD, a->tap_norm, MD * sizeof(real));
+#pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < MD; i++)
             a->target_sum[i] += a->tap_norm[i];
     }
     const real inv_k = R(1) / (real)K;
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < MD; i++)
         a->target_sum[i] *= inv_k;
     if (m->final_norm != NORM_NONE) {

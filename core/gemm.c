@@ -9,8 +9,9 @@
  *   - B is copied, KC rows by NC columns at a time, into panels of NR = 32
  *     columns stored k-major ("packing"), so the kernel reads it with unit
  *     stride whatever op(B) was;
- *   - A is copied, MC rows at a time per thread, into panels of MR = 12 rows,
- *     also k-major;
+ *   - A is copied, MC rows at a time per thread, into panels of MR = 12 rows
+ *     (rows kept as rows, or a transposed A's columns k-major: both are
+ *     copies of contiguous floats);
  *   - the microkernel keeps a 12 x 32 block of C in 24 vector registers
  *     and, per k, does 24 fused multiply-adds from two loads of B and twelve
  *     broadcasts of A, then writes the block to C once.
@@ -42,25 +43,39 @@ typedef struct {
     int transposed;
 } Operand;
 
-/* op(A)[m0 .. m0+rows) x [k0 .. k0+kc) into one MR-row panel: panel[k * MR + i]. */
+/* op(A)[m0 .. m0+rows) x [k0 .. k0+kc) into one MR-row panel. Rows of A
+ * stay rows (panel[i * A_STRIDE + k]: one copy each); columns of a
+ * transposed A become k-major (panel[k * MR + i]): either way every copy
+ * is of contiguous floats, and the microkernel reads both layouts. Padded
+ * rows are zero. */
+#define A_STRIDE (KC + 16) /* a row's stride in the panel: not a multiple of 4 KB, so rows do not alias in L1 */
+#define A_PANEL (MR * A_STRIDE)
+
+/* dst[0 .. n) = src[0 .. n), or zeros where src is NULL, in 16-float
+ * vectors (gcc turns a memcpy of this size into a slow `rep movsq`). */
+__attribute__((target("avx512f"))) static void copy_floats(float *dst, const float *src, int n)
+{
+    int k = 0;
+    for (; k + 16 <= n; k += 16)
+        _mm512_storeu_ps(dst + k, src ? _mm512_loadu_ps(src + k) : _mm512_setzero_ps());
+    if (k < n) {
+        const __mmask16 tail = (__mmask16)((1u << (n - k)) - 1);
+        _mm512_mask_storeu_ps(dst + k, tail, src ? _mm512_maskz_loadu_ps(tail, src + k) : _mm512_setzero_ps());
+    }
+}
+
 static void pack_a_panel(float *panel, Operand a, int m0, int rows, int k0, int kc)
 {
     if (!a.transposed) {
-        for (int i = 0; i < rows; i++) {
-            const float *src = a.data + (size_t)(m0 + i) * a.ld + k0;
-            for (int k = 0; k < kc; k++)
-                panel[k * MR + i] = src[k];
-        }
+        for (int i = 0; i < MR; i++)
+            copy_floats(panel + i * A_STRIDE, i < rows ? a.data + (size_t)(m0 + i) * a.ld + k0 : NULL, kc);
     } else {
         for (int k = 0; k < kc; k++) {
-            const float *src = a.data + (size_t)(k0 + k) * a.ld + m0;
-            for (int i = 0; i < rows; i++)
-                panel[k * MR + i] = src[i];
+            copy_floats(panel + k * MR, a.data + (size_t)(k0 + k) * a.ld + m0, rows);
+            for (int i = rows; i < MR; i++)
+                panel[k * MR + i] = 0;
         }
     }
-    for (int k = 0; k < kc; k++)
-        for (int i = rows; i < MR; i++)
-            panel[k * MR + i] = 0;
 }
 
 /* op(B)[k0 .. k0+kc) x [n0 .. n0+cols) into one NR-column panel: panel[k * NR + j]. */
@@ -73,35 +88,49 @@ static void pack_b_panel(float *panel, Operand b, int n0, int cols, int k0, int 
                 panel[k * NR + j] = 0;
         }
     } else {
-        for (int j = 0; j < cols; j++) {
-            const float *src = b.data + (size_t)(n0 + j) * b.ld + k0;
-            for (int k = 0; k < kc; k++)
-                panel[k * NR + j] = src[k];
-        }
+        const float *src[NR];
+        for (int j = 0; j < NR; j++)
+            src[j] = b.data + (size_t)(n0 + (j < cols ? j : 0)) * b.ld + k0;
+        for (int k = 0; k < kc; k++)
+            for (int j = 0; j < NR; j++)
+                panel[k * NR + j] = src[j][k];
         for (int k = 0; k < kc; k++)
             for (int j = cols; j < NR; j++)
                 panel[k * NR + j] = 0;
     }
 }
 
-/* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR.
- * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included). */
-__attribute__((target("avx512f"))) static void microkernel(int kc, const float *restrict a_panel,
-                                                            const float *restrict b_panel, float *c, int ldc,
-                                                            int rows, int cols, float alpha, float beta)
+/* The 12 x 32 block of A panel . B panel in 24 registers; A's element
+ * (i, k) is at a[i * row_stride + k * k_stride] (one of the two layouts). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride, int k_stride,
+              const float *restrict b_panel)
 {
-    __m512 acc[MR][2];
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const __m512 b0 = _mm512_load_ps(b_panel + k * NR), b1 = _mm512_load_ps(b_panel + k * NR + 16);
 #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
-            const __m512 a = _mm512_set1_ps(a_panel[k * MR + i]);
-            acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+            const __m512 x = _mm512_set1_ps(a[i * row_stride + k * k_stride]);
+            acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
         }
     }
+}
+
+/* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR.
+ * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included). */
+__attribute__((target("avx512f"))) static void microkernel(int kc, const float *restrict a_panel, int a_rows_kept,
+                                                            const float *restrict b_panel, float *c, int ldc,
+                                                            int rows, int cols, float alpha, float beta)
+{
+    __m512 acc[MR][2];
+    /* Two calls with constant strides, so each loop has fixed offsets. */
+    if (a_rows_kept)
+        block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel);
+    else
+        block_product(acc, kc, a_panel, 1, MR, b_panel);
     const __mmask16 lo = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 hi = cols >= NR ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -147,7 +176,7 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
 #pragma omp parallel num_threads(threads)
     {
         const int t = omp_get_thread_num();
-        float *my_a = a_pack + (size_t)t * MC * KC;
+        float *my_a = a_pack + (size_t)t * (MC / MR) * A_PANEL;
         const int first = (int)((long long)panels * t / threads), last = (int)((long long)panels * (t + 1) / threads);
         for (int jc = 0; jc < N; jc += NC) {
             const int nc = N - jc < NC ? N - jc : NC, b_panels = (nc + NR - 1) / NR;
@@ -164,13 +193,13 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
                     const int ip_end = ip + MC / MR < last ? ip + MC / MR : last;
                     for (int q = ip; q < ip_end; q++) {
                         const int rows = M - q * MR < MR ? M - q * MR : MR;
-                        pack_a_panel(my_a + (size_t)(q - ip) * MR * kc, a, q * MR, rows, pc, kc);
+                        pack_a_panel(my_a + (size_t)(q - ip) * A_PANEL, a, q * MR, rows, pc, kc);
                     }
                     for (int jp = 0; jp < b_panels; jp++) {
                         const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
                         for (int q = ip; q < ip_end; q++) {
                             const int rows = M - q * MR < MR ? M - q * MR : MR;
-                            microkernel(kc, my_a + (size_t)(q - ip) * MR * kc, b_pack + (size_t)jp * NR * kc,
+                            microkernel(kc, my_a + (size_t)(q - ip) * A_PANEL, !a.transposed, b_pack + (size_t)jp * NR * kc,
                                         C + (size_t)q * MR * ldc + jc + jp * NR, ldc, rows, cols, alpha, pass_beta);
                         }
                     }
@@ -202,7 +231,7 @@ void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans
         threads = 1;
     const int kc_max = K < KC ? K : KC, nc_max = N < NC ? N : NC;
     const size_t b_floats = (size_t)kc_max * ((nc_max + NR - 1) / NR) * NR;
-    const size_t a_floats = (size_t)threads * MC * KC;
+    const size_t a_floats = (size_t)threads * (MC / MR) * A_PANEL;
     float *b_pack = aligned_alloc(64, b_floats * sizeof(float));
     float *a_pack = aligned_alloc(64, a_floats * sizeof(float));
     if (!b_pack || !a_pack) {

@@ -28,6 +28,31 @@ void linear_backward_weight(real *d_weight, const real *d_out, const real *in, i
     gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
 }
 
+/* Columns per thread's share of a bias gradient: two 16-float vectors. */
+#define BIAS_COLUMNS 32
+
+void bias_backward(real *d_bias, const real *d_out, int M, int Out)
+{
+    /* Threads take blocks of columns and sum each down the rows in row
+     * order: one fixed summation order whatever the thread count. (Serial,
+     * this left the other core spinning: 2-3% of an image_tiny step.) */
+    const int blocks = (Out + BIAS_COLUMNS - 1) / BIAS_COLUMNS;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < blocks; c++) {
+        const int first = c * BIAS_COLUMNS, n = Out - first < BIAS_COLUMNS ? Out - first : BIAS_COLUMNS;
+        real sum[BIAS_COLUMNS];
+        for (int o = 0; o < n; o++)
+            sum[o] = d_bias[first + o];
+        for (int m = 0; m < M; m++) {
+            const real *row = d_out + (size_t)m * Out + first;
+            for (int o = 0; o < n; o++)
+                sum[o] += row[o];
+        }
+        for (int o = 0; o < n; o++)
+            d_bias[first + o] = sum[o];
+    }
+}
+
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
                      const real *weight, int M, int In, int Out, int accumulate_d_in)
 {
@@ -37,15 +62,8 @@ void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out
     if (d_in)
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, In, Out, R(1), d_out, Out, weight, In,
              accumulate_d_in ? R(1) : R(0), d_in, In);
-    if (!d_bias)
-        return;
-    /* Column sums, row by row: contiguous reads, and one fixed summation
-     * order whatever the thread count. */
-    for (int m = 0; m < M; m++) {
-        const real *row = d_out + (size_t)m * Out;
-        for (int o = 0; o < Out; o++)
-            d_bias[o] += row[o];
-    }
+    if (d_bias)
+        bias_backward(d_bias, d_out, M, Out);
 }
 
 /* ---- layer norm ----------------------------------------------------------- */

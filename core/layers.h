@@ -22,6 +22,8 @@ void linear_forward(real *out, const real *in, const real *weight, const real *b
  * yet and calls linear_backward_weight later. d_in may be `in` (in place). */
 void linear_backward(real *d_in, real *d_weight, real *d_bias, const real *d_out, const real *in,
                      const real *weight, int M, int In, int Out, int accumulate_d_in);
+/* d_bias (Out) += column sums of d_out (M,Out): linear_backward's bias part. */
+void bias_backward(real *d_bias, const real *d_out, int M, int Out);
 /* d_weight (Out,In) += d_out (M,Out)^T . in (M,In): linear_backward's weight part. */
 void linear_backward_weight(real *d_weight, const real *d_out, const real *in, int M, int In, int Out);
 

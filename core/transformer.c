@@ -251,8 +251,10 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         linear_backward(s->d_c, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 0);
         layernorm_backward(d_res1, g + p->ln2_w, g + p->ln2_b, s->d_c, a->res1, a->ln2_mean, a->ln2_rstd,
                            w + p->ln2_w, M, D);
+        /* h also reaches y directly */
+#pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < MD; i++)
-            d_res1[i] += s->d_a[i]; /* h also reaches y directly */
+            d_res1[i] += s->d_a[i];
     }
 
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))). The attention's
@@ -271,6 +273,7 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         linear_backward(s->d_a, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->ln1_out, w + p->qkv_w, M, D, 3 * D, 0);
         layernorm_backward(d_stream, g + p->ln1_w, g + p->ln1_b, s->d_a, a->x, a->ln1_mean, a->ln1_rstd,
                            w + p->ln1_w, M, D);
+#pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < MD; i++)
             d_stream[i] += d_res1[i];
     }
