@@ -83,7 +83,7 @@ static void pack_b_panel(float *panel, Operand b, int n0, int cols, int k0, int 
 {
     if (!b.transposed) {
         for (int k = 0; k < kc; k++) {
-            memcpy(panel + k * NR, b.data + (size_t)(k0 + k) * b.ld + n0, (size_t)cols * sizeof(float));
+            copy_floats(panel + k * NR, b.data + (size_t)(k0 + k) * b.ld + n0, cols);
             for (int j = cols; j < NR; j++)
                 panel[k * NR + j] = 0;
         }
@@ -119,11 +119,13 @@ block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride
     }
 }
 
-/* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR.
+/* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR,
+ * or, where bias is given, + bias (one value per column) instead of beta C.
  * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included). */
 __attribute__((target("avx512f"))) static void microkernel(int kc, const float *restrict a_panel, int a_rows_kept,
                                                             const float *restrict b_panel, float *c, int ldc,
-                                                            int rows, int cols, float alpha, float beta)
+                                                            int rows, int cols, float alpha, float beta,
+                                                            const float *bias)
 {
     __m512 acc[MR][2];
     /* Two calls with constant strides, so each loop has fixed offsets. */
@@ -134,10 +136,15 @@ __attribute__((target("avx512f"))) static void microkernel(int kc, const float *
     const __mmask16 lo = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 hi = cols >= NR ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
+    const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
     for (int i = 0; i < rows; i++) {
         float *row = c + (size_t)i * ldc;
         __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
-        if (beta != 0) {
+        if (bias) {
+            r0 = _mm512_add_ps(r0, bias0);
+            r1 = _mm512_add_ps(r1, bias1);
+        } else if (beta != 0) {
             r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(lo, row), r0);
             r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(hi, row + 16), r1);
         }
@@ -169,8 +176,8 @@ const char *d2v_sgemm_name(void)
     return use_avx512() ? "d2v avx512" : "openblas";
 }
 
-static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, float *C, int ldc,
-                          float *b_pack, float *a_pack, int threads)
+static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, const float *bias,
+                          float *C, int ldc, float *b_pack, float *a_pack, int threads)
 {
     const int panels = (M + MR - 1) / MR;
 #pragma omp parallel num_threads(threads)
@@ -182,8 +189,10 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
             const int nc = N - jc < NC ? N - jc : NC, b_panels = (nc + NR - 1) / NR;
             for (int pc = 0; pc < K; pc += KC) {
                 const int kc = K - pc < KC ? K - pc : KC;
-                /* The first pass over k applies beta; later ones add to it. */
+                /* The first pass over k applies beta (or the bias); later
+                 * ones add to it. */
                 const float pass_beta = pc == 0 ? beta : 1.0f;
+                const float *pass_bias = pc == 0 ? bias : NULL;
 #pragma omp for schedule(static)
                 for (int jp = 0; jp < b_panels; jp++) {
                     const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
@@ -200,7 +209,8 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
                         for (int q = ip; q < ip_end; q++) {
                             const int rows = M - q * MR < MR ? M - q * MR : MR;
                             microkernel(kc, my_a + (size_t)(q - ip) * A_PANEL, !a.transposed, b_pack + (size_t)jp * NR * kc,
-                                        C + (size_t)q * MR * ldc + jc + jp * NR, ldc, rows, cols, alpha, pass_beta);
+                                        C + (size_t)q * MR * ldc + jc + jp * NR, ldc, rows, cols, alpha, pass_beta,
+                                        pass_bias ? pass_bias + jc + jp * NR : NULL);
                         }
                     }
                 }
@@ -211,19 +221,12 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
     }
 }
 
-void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
-               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+/* The AVX-512 path of d2v_sgemm and d2v_sgemm_bias; 0 when it cannot run
+ * (no memory for the packed copies: the caller falls back on OpenBLAS). */
+static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, const float *bias, float *C,
+                        int ldc)
 {
-    if (order != CblasRowMajor || !use_avx512()) {
-        cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    if (M <= 0 || N <= 0)
-        return;
-    if (K <= 0 || alpha == 0) {
-        scale_c(C, ldc, M, N, beta);
-        return;
-    }
     /* Inside a parallel region (attention runs one (batch, head) per thread)
      * the caller already uses every core. */
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
@@ -235,14 +238,45 @@ void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans
     float *b_pack = aligned_alloc(64, b_floats * sizeof(float));
     float *a_pack = aligned_alloc(64, a_floats * sizeof(float));
     if (!b_pack || !a_pack) {
-        /* No memory for the packed copies: OpenBLAS manages its own. */
         free(b_pack);
         free(a_pack);
-        cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
+        return 0;
     }
     Operand a = {A, lda, trans_a != CblasNoTrans}, b = {B, ldb, trans_b != CblasNoTrans};
-    blocked_sgemm(a, b, M, N, K, alpha, beta, C, ldc, b_pack, a_pack, threads);
+    blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, threads);
     free(a_pack);
     free(b_pack);
+    return 1;
+}
+
+void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
+               const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (order == CblasRowMajor && use_avx512()) {
+        if (K <= 0 || alpha == 0) {
+            scale_c(C, ldc, M, N, beta);
+            return;
+        }
+        if (avx512_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc))
+            return;
+    }
+    cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void d2v_sgemm_bias(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, const float *A, int lda,
+                    const float *B, int ldb, const float *bias, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    if (K > 0 && use_avx512() && avx512_sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, bias, C, ldc))
+        return;
+    /* OpenBLAS: the bias goes in first and the product accumulates onto
+     * it (beta = 1). */
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++)
+        memcpy(C + (size_t)m * ldc, bias, (size_t)N * sizeof(float));
+    if (K > 0)
+        cblas_sgemm(CblasRowMajor, trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 1.0f, C, ldc);
 }

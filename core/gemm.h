@@ -16,6 +16,11 @@
 void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* C (M,N) = op(A) op(B) + bias, bias (N) added to every row: a Linear
+ * layer's forward in one pass over C. Row-major. */
+void d2v_sgemm_bias(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, const float *A, int lda,
+                    const float *B, int ldb, const float *bias, float *C, int ldc);
+
 /* "d2v avx512" or "openblas": which implementation d2v_sgemm runs here. */
 const char *d2v_sgemm_name(void);
 

@@ -1,7 +1,7 @@
 /* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
  * computed here, over every transpose pair, edge sizes around its blocks
- * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, and padded leading
- * dimensions; plus BLAS's beta = 0 rule, thread-count independence, and the
+ * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
+ * leading dimensions; plus BLAS's beta = 0 rule, thread-count independence, and the
  * D2V_GEMM=openblas switch. */
 #include "check.h"
 #include "gemm.h"
@@ -30,14 +30,21 @@ static float *random_floats(size_t n)
 
 /* One product checked against double precision: every element within a
  * float rounding bound of sum |a||b|, and C's columns past N untouched. */
-static void check_product(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad)
+static void check_product(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad, int with_bias)
 {
     const int lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
     float *A = random_floats((size_t)lda * (ta ? K : M)), *B = random_floats((size_t)ldb * (tb ? N : K));
     float *C = random_floats((size_t)ldc * M), *C0 = malloc((size_t)ldc * M * sizeof *C0);
+    float *bias = with_bias ? random_floats((size_t)N) : NULL;
     memcpy(C0, C, (size_t)ldc * M * sizeof *C);
-    d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B,
-              ldb, beta, C, ldc);
+    if (with_bias) {
+        alpha = 1.0f; /* d2v_sgemm_bias: C = op(A) op(B) + bias */
+        d2v_sgemm_bias(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, A, lda, B, ldb, bias, C,
+                       ldc);
+    } else {
+        d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                  lda, B, ldb, beta, C, ldc);
+    }
     double worst = 0;
     int untouched = 1;
     for (int m = 0; m < M; m++) {
@@ -54,19 +61,21 @@ static void check_product(int ta, int tb, int M, int N, int K, float alpha, floa
                 sum += a * b;
                 magnitude += fabs(a * b);
             }
-            const double want = alpha * sum + (beta != 0 ? beta * (double)C0[at] : 0);
-            const double bound = 4 * 6e-8 * (fabs(alpha) * magnitude * (K + 2) + fabs(beta * C0[at])) + 1e-30;
+            const double added = with_bias ? bias[n] : beta != 0 ? beta * (double)C0[at] : 0;
+            const double want = alpha * sum + added;
+            const double bound = 4 * 6e-8 * (fabs(alpha) * magnitude * (K + 2) + fabs(added)) + 1e-30;
             const double err = fabs(C[at] - want) / bound;
             worst = err > worst ? err : worst;
         }
     }
-    CHECK(worst <= 1, "%c%c M=%d N=%d K=%d alpha=%g beta=%g pad=%d: error %.2f x the rounding bound", "NT"[ta],
-          "NT"[tb], M, N, K, alpha, beta, pad, worst);
+    CHECK(worst <= 1, "%c%c M=%d N=%d K=%d alpha=%g beta=%g pad=%d bias=%d: error %.2f x the rounding bound",
+          "NT"[ta], "NT"[tb], M, N, K, alpha, beta, pad, with_bias, worst);
     CHECK(untouched, "%c%c M=%d N=%d K=%d: wrote C past column N", "NT"[ta], "NT"[tb], M, N, K);
     free(A);
     free(B);
     free(C);
     free(C0);
+    free(bias);
 }
 
 static int same_bits(const float *a, const float *b, size_t n)
@@ -84,13 +93,14 @@ int main(void)
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
-                check_product(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 1.0f, 0.0f, 0);
+                for (int with_bias = 0; with_bias < 2; with_bias++)
+                    check_product(ta, tb, sizes[s][0], sizes[s][1], sizes[s][2], 1.0f, 0.0f, 0, with_bias);
     /* alpha, beta and padded leading dimensions on random shapes. */
     static const float alphas[] = {1.0f, 0.5f, -2.0f}, betas[] = {0.0f, 1.0f, 0.25f};
     for (int t = 0; t < 60; t++) {
         const int M = 1 + (int)((uniform() + 0.5f) * 300), N = 1 + (int)((uniform() + 0.5f) * 300),
                   K = 1 + (int)((uniform() + 0.5f) * 600);
-        check_product(t % 2, (t / 2) % 2, M, N, K, alphas[t % 3], betas[(t / 3) % 3], 1 + t % 3);
+        check_product(t % 2, (t / 2) % 2, M, N, K, alphas[t % 3], betas[(t / 3) % 3], 1 + t % 3, t % 5 == 0);
     }
 
     /* beta = 0 must not read C: NaN there does not reach the result. */
@@ -141,6 +151,8 @@ int main(void)
         d2v_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, two, N);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, A, K, B, K, 0.0f, nested, N);
         CHECK(same_bits(two, nested, (size_t)M * N), "D2V_GEMM=openblas did not give cblas_sgemm's bits");
+        /* and d2v_sgemm_bias's OpenBLAS path is still right */
+        check_product(0, 1, 100, 70, 300, 1.0f, 0.0f, 2, 1);
         unsetenv("D2V_GEMM");
         free(A);
         free(B);
