@@ -64,33 +64,63 @@ __attribute__((target("avx512f"))) static void copy_floats(float *dst, const flo
     }
 }
 
-static void pack_a_panel(float *panel, Operand a, int m0, int rows, int k0, int kc)
+/* Panels q0 .. q1 of op(A) (rows q*MR .. q*MR+MR, fewer in the last),
+ * depth k0 .. k0+kc, into dst, one A_PANEL apart. A transposed A is read
+ * a whole row (all the panels' columns) at a time, so memory is read in
+ * order rather than 12 floats per row down a column. */
+static void pack_a_block(float *dst, Operand a, int q0, int q1, int M, int k0, int kc)
 {
     if (!a.transposed) {
-        for (int i = 0; i < MR; i++)
-            copy_floats(panel + i * A_STRIDE, i < rows ? a.data + (size_t)(m0 + i) * a.ld + k0 : NULL, kc);
-    } else {
-        for (int k = 0; k < kc; k++) {
-            copy_floats(panel + k * MR, a.data + (size_t)(k0 + k) * a.ld + m0, rows);
+        for (int q = q0; q < q1; q++)
+            for (int i = 0; i < MR; i++) {
+                const int m = q * MR + i;
+                copy_floats(dst + (size_t)(q - q0) * A_PANEL + i * A_STRIDE,
+                            m < M ? a.data + (size_t)m * a.ld + k0 : NULL, kc);
+            }
+        return;
+    }
+    for (int k = 0; k < kc; k++) {
+        const float *src = a.data + (size_t)(k0 + k) * a.ld;
+        for (int q = q0; q < q1; q++) {
+            const int rows = M - q * MR < MR ? M - q * MR : MR;
+            float *panel_row = dst + (size_t)(q - q0) * A_PANEL + k * MR;
+            copy_floats(panel_row, src + q * MR, rows);
             for (int i = rows; i < MR; i++)
-                panel[k * MR + i] = 0;
+                panel_row[i] = 0;
         }
     }
 }
 
-/* op(B)[k0 .. k0+kc) x [n0 .. n0+cols) into one NR-column panel: panel[k * NR + j]. */
-static void pack_b_panel(float *panel, Operand b, int n0, int cols, int k0, int kc)
+/* op(B) depth k0 .. k0+kc, columns n0 .. n0+nc, into panels of NR columns
+ * (panel[k * NR + j], zero past nc), kc * NR floats apart. Called by every
+ * thread of the region: the work is shared out (omp for). A B that is not
+ * transposed is read row by row across all panels. */
+static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int kc)
 {
+    const int panels = (nc + NR - 1) / NR;
     if (!b.transposed) {
+#pragma omp for schedule(static)
         for (int k = 0; k < kc; k++) {
-            copy_floats(panel + k * NR, b.data + (size_t)(k0 + k) * b.ld + n0, cols);
-            for (int j = cols; j < NR; j++)
-                panel[k * NR + j] = 0;
+            const float *src = b.data + (size_t)(k0 + k) * b.ld + n0;
+            for (int jp = 0; jp < panels; jp++) {
+                const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
+                float *panel_row = b_pack + (size_t)jp * NR * kc + (size_t)k * NR;
+                copy_floats(panel_row, src + jp * NR, cols);
+                for (int j = cols; j < NR; j++)
+                    panel_row[j] = 0;
+            }
         }
-    } else {
+        return;
+    }
+#pragma omp for schedule(static)
+    for (int jp = 0; jp < panels; jp++) {
+        const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
+        float *panel = b_pack + (size_t)jp * NR * kc;
+        /* k outer: the panel is written in order, its 32 source rows each
+         * read in order. Columns past nc read column 0 and are zeroed. */
         const float *src[NR];
         for (int j = 0; j < NR; j++)
-            src[j] = b.data + (size_t)(n0 + (j < cols ? j : 0)) * b.ld + k0;
+            src[j] = b.data + (size_t)(n0 + jp * NR + (j < cols ? j : 0)) * b.ld + k0;
         for (int k = 0; k < kc; k++)
             for (int j = 0; j < NR; j++)
                 panel[k * NR + j] = src[j][k];
@@ -193,17 +223,12 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
                  * ones add to it. */
                 const float pass_beta = pc == 0 ? beta : 1.0f;
                 const float *pass_bias = pc == 0 ? bias : NULL;
-#pragma omp for schedule(static)
-                for (int jp = 0; jp < b_panels; jp++) {
-                    const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
-                    pack_b_panel(b_pack + (size_t)jp * NR * kc, b, jc + jp * NR, cols, pc, kc);
-                }
+                /* Every thread's microkernels read all of B: packed by
+                 * all, and the omp for's barrier waits for the whole. */
+                pack_b_block(b_pack, b, jc, nc, pc, kc);
                 for (int ip = first; ip < last; ip += MC / MR) {
                     const int ip_end = ip + MC / MR < last ? ip + MC / MR : last;
-                    for (int q = ip; q < ip_end; q++) {
-                        const int rows = M - q * MR < MR ? M - q * MR : MR;
-                        pack_a_panel(my_a + (size_t)(q - ip) * A_PANEL, a, q * MR, rows, pc, kc);
-                    }
+                    pack_a_block(my_a, a, ip, ip_end, M, pc, kc);
                     for (int jp = 0; jp < b_panels; jp++) {
                         const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
                         for (int q = ip; q < ip_end; q++) {
