@@ -27,9 +27,10 @@ static void usage(FILE *out)
             "and batch size; no dataset is read (text needs data.vocab_size when its tokenizer is\n"
             "absent). Prints the median step time with min and max, positions/s, the median time\n"
             "of each phase, the step's matmul FLOPs (2*M*N*K per GEMM, backward twice forward)\n"
-            "and the GFLOP/s they make, the sgemm peak measured here (2048^3, best of 3, same\n"
-            "threads), MFU = achieved/peak, and the peak resident memory. The last line is\n"
-            "machine-readable:\n"
+            "and the GFLOP/s they make, the sgemm peak measured here (2048^3, best of 5, same\n"
+            "threads, with the matmul the step uses: d2v's AVX-512 kernel where the CPU has\n"
+            "AVX-512, else OpenBLAS; OpenBLAS's own rate is printed beside it), MFU =\n"
+            "achieved/peak, and the peak resident memory. The last line is machine-readable:\n"
             "  d2v step_ms=.. min_ms=.. max_ms=.. positions_per_s=.. gflops=.. mfu=.. rss_mb=..\n"
             "\n"
             "  --steps N      measured steps (default 10)\n"
@@ -38,7 +39,9 @@ static void usage(FILE *out)
             "  --data PATH    also time the data loader alone on this training data (what\n"
             "                 `d2v pretrain --data` reads): images/s, seconds of audio/s or\n"
             "                 tokens/s, against what the measured step consumes\n"
-            "  --set k=v      override a config key, e.g. --set train.batch_size=8\n");
+            "  --set k=v      override a config key, e.g. --set train.batch_size=8\n"
+            "\n"
+            "D2V_GEMM=openblas in the environment runs every matmul on OpenBLAS instead.\n");
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -59,7 +62,7 @@ static double median(const double *values, int n, double *scratch)
  * products. The MFU is measured against the one the step runs on
  * (d2v_sgemm); OpenBLAS's is printed beside it. */
 #define PEAK_N 2048
-#define PEAK_TRIES 3
+#define PEAK_TRIES 5
 static int sgemm_peak_gflops(int openblas, double *gflops, D2vError *err)
 {
     const size_t n = PEAK_N, elems = n * n;
