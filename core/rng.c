@@ -1,6 +1,9 @@
 #include "rng.h"
 
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 /* Philox4x32-10 constants from Salmon et al., "Parallel random numbers: as
  * easy as 1, 2, 3" (SC'11). */
@@ -104,11 +107,72 @@ float rng_uniform_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t i)
     return (float)(out[i & 3] >> 8) * (1.0f / 16777216.0f);
 }
 
+#if defined(__x86_64__) && !defined(D2V_DOUBLE)
+/* (a * m) >> 32 for 16 unsigned lanes: even and odd lanes' 64-bit products. */
+__attribute__((target("avx512f"))) static inline __m512i mulhi_u32(__m512i a, __m512i m)
+{
+    const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32));
+    return _mm512_mask_blend_epi32(0xAAAA, even, odd);
+}
+
+/* The 64 uniforms of Philox blocks block0 .. block0+15 (four per block, in
+ * order), 16 blocks at once in AVX-512 lanes: the same rounds and the same
+ * bits as philox4x32 (dropout drew a tenth of a text step scalar). */
+__attribute__((target("avx512f"))) static void uniforms_16_blocks(uint64_t block0, uint32_t stream, uint32_t step,
+                                                                 const uint32_t key[2], float *out)
+{
+    const __m512i lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i base = _mm512_set1_epi32((int)(uint32_t)block0);
+    __m512i c0 = _mm512_add_epi32(base, lanes);
+    /* The block number's high word, plus the carry where the low one wrapped. */
+    const __mmask16 wrapped = _mm512_cmplt_epu32_mask(c0, base);
+    __m512i c1 = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(uint32_t)(block0 >> 32)), wrapped,
+                                       _mm512_set1_epi32((int)(uint32_t)(block0 >> 32)), _mm512_set1_epi32(1));
+    __m512i c2 = _mm512_set1_epi32((int)stream), c3 = _mm512_set1_epi32((int)step);
+    __m512i k0 = _mm512_set1_epi32((int)key[0]), k1 = _mm512_set1_epi32((int)key[1]);
+    const __m512i m0 = _mm512_set1_epi32((int)PHILOX_M0), m1 = _mm512_set1_epi32((int)PHILOX_M1);
+    const __m512i w0 = _mm512_set1_epi32((int)PHILOX_W0), w1 = _mm512_set1_epi32((int)PHILOX_W1);
+    for (int round = 0; round < 10; round++) {
+        const __m512i hi0 = mulhi_u32(c0, m0), lo0 = _mm512_mullo_epi32(c0, m0);
+        const __m512i hi1 = mulhi_u32(c2, m1), lo1 = _mm512_mullo_epi32(c2, m1);
+        c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), k0);
+        c1 = lo1;
+        c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), k1);
+        c3 = lo0;
+        k0 = _mm512_add_epi32(k0, w0);
+        k1 = _mm512_add_epi32(k1, w1);
+    }
+    /* (float)(word >> 8) * 2^-24, exact as in the scalar code. */
+    const __m512 scale = _mm512_set1_ps(1.0f / 16777216.0f);
+    float word[4][16];
+    _mm512_storeu_ps(word[0], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0, 8)), scale));
+    _mm512_storeu_ps(word[1], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c1, 8)), scale));
+    _mm512_storeu_ps(word[2], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c2, 8)), scale));
+    _mm512_storeu_ps(word[3], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c3, 8)), scale));
+    for (int b = 0; b < 16; b++)
+        for (int w = 0; w < 4; w++)
+            out[4 * b + w] = word[w][b];
+}
+#endif
+
 void rng_uniforms_at(uint64_t seed, uint64_t stream, uint64_t step, uint64_t first, size_t n, float *out)
 {
     const uint64_t k = seed ^ 0xD20D2017A5A5A5A5ull;
     const uint32_t key[2] = {(uint32_t)k, (uint32_t)(k >> 32)};
     uint64_t i = first;
+#if defined(__x86_64__) && !defined(D2V_DOUBLE)
+    if (__builtin_cpu_supports("avx512f")) {
+        size_t done = 0;
+        /* Up to a block boundary one by one, then 16 blocks at a time. */
+        for (; done < n && (i & 3); done++, i++)
+            out[done] = rng_uniform_at(seed, stream, step, i);
+        for (; n - done >= 64; done += 64, i += 64)
+            uniforms_16_blocks(i >> 2, (uint32_t)stream, (uint32_t)step, key, out + done);
+        out += done;
+        n -= done;
+    }
+#endif
     for (size_t done = 0; done < n;) {
         const uint64_t block = i >> 2;
         const uint32_t counter[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)stream, (uint32_t)step};

@@ -299,12 +299,14 @@ static void test_rng(void)
     for (int k = 0; k < 5; k++)
         CHECK(counts[k] > 900 && counts[k] < 1100, "rng_below(5) bucket %d: %d of 5000", k, counts[k]);
     /* The batched draw (dropout) is the element-wise one, from any start. */
-    float batch[23];
-    const uint64_t starts[3] = {0, 5, (1ull << 32) - 3};
-    for (int s = 0; s < 3; s++) {
-        rng_uniforms_at(9, 4, 11, starts[s], 23, batch);
+    /* 300 values cover the 16-block vector path and the ends around it;
+     * the last start's blocks cross 2^32 (a carry into the counter's high word). */
+    float batch[300];
+    const uint64_t starts[4] = {0, 5, (1ull << 32) - 3, (1ull << 34) - 130};
+    for (int s = 0; s < 4; s++) {
+        rng_uniforms_at(9, 4, 11, starts[s], 300, batch);
         int equal = 1;
-        for (int i = 0; i < 23; i++)
+        for (int i = 0; i < 300; i++)
             equal &= batch[i] == rng_uniform_at(9, 4, 11, starts[s] + (uint64_t)i);
         CHECK(equal, "rng_uniforms_at from %llu differs from rng_uniform_at", (unsigned long long)starts[s]);
     }
