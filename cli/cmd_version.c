@@ -17,7 +17,9 @@ int cmd_version(int argc, char **argv)
 {
     if (wants_help(argc, argv)) {
         printf("usage: d2v version\n\nPrints the d2v version, the BLAS library and its build, the CPU core type\n"
-               "OpenBLAS selected, and the thread counts BLAS and OpenMP will use.\n");
+               "OpenBLAS selected, the matmul the training step runs on (d2v's AVX-512 kernel or\n"
+               "OpenBLAS; D2V_GEMM=openblas forces OpenBLAS), and the thread counts BLAS and OpenMP\n"
+               "will use.\n");
         return 0;
     }
     const char *coretype = getenv("OPENBLAS_CORETYPE");
@@ -25,6 +27,7 @@ int cmd_version(int argc, char **argv)
     printf("blas: %s\n", openblas_get_config());
     printf("blas core: %s%s%s%s\n", openblas_get_corename(), coretype ? " (OPENBLAS_CORETYPE=" : "",
            coretype ? coretype : "", coretype ? ")" : "");
+    printf("matmul: %s\n", d2v_sgemm_name());
     printf("blas threading: %s, %d threads\n", blas_parallel_name(openblas_get_parallel()),
            openblas_get_num_threads());
     printf("openmp threads: %d (of %d processors)\n", omp_get_max_threads(), omp_get_num_procs());
