@@ -25,6 +25,7 @@
 
 #include <immintrin.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -132,7 +133,22 @@ static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int k
 
 /* The 12 x 32 block of A panel . B panel in 24 registers; A's element
  * (i, k) is at a[i * row_stride + k * k_stride] (one of the two layouts). */
-__attribute__((target("avx512f"), always_inline)) static inline void
+/* The microkernel is left out of the sanitizers' instrumentation: it reads
+ * only the packed panels, whose bounds are set by the packing (and checked
+ * by tests/test_gemm.c), and a shadow check on every load of its inner
+ * loop kept the accumulators out of registers, making sanitizer builds
+ * five times slower than with OpenBLAS (uninstrumented). The packing, which
+ * reads the caller's matrices, stays instrumented. */
+#if defined(__has_attribute)
+#if __has_attribute(no_sanitize)
+#define KERNEL_NOT_SANITIZED __attribute__((no_sanitize("address", "undefined")))
+#endif
+#endif
+#ifndef KERNEL_NOT_SANITIZED
+#define KERNEL_NOT_SANITIZED
+#endif
+
+__attribute__((target("avx512f"), always_inline)) KERNEL_NOT_SANITIZED static inline void
 block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride, int k_stride,
               const float *restrict b_panel)
 {
@@ -152,7 +168,7 @@ block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride
 /* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR,
  * or, where bias is given, + bias (one value per column) instead of beta C.
  * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included). */
-__attribute__((target("avx512f"))) static void microkernel(int kc, const float *restrict a_panel, int a_rows_kept,
+__attribute__((target("avx512f"))) KERNEL_NOT_SANITIZED static void microkernel(int kc, const float *restrict a_panel, int a_rows_kept,
                                                             const float *restrict b_panel, float *c, int ldc,
                                                             int rows, int cols, float alpha, float beta,
                                                             const float *bias)
@@ -248,6 +264,59 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
 
 /* The AVX-512 path of d2v_sgemm and d2v_sgemm_bias; 0 when it cannot run
  * (no memory for the packed copies: the caller falls back on OpenBLAS). */
+/* Packing space, kept per calling thread between calls. Allocating it per
+ * call cost nothing with glibc, which reuses the freed block, but under
+ * AddressSanitizer every call mapped and unmapped megabytes (page faults and
+ * TLB shootdowns: sanitizer builds ran three times slower than with
+ * OpenBLAS). A thread-specific key rather than a global: attention calls
+ * the matmul from several threads at once, and the key's destructor frees
+ * a thread's space when the thread ends. */
+typedef struct {
+    float *data;
+    size_t floats;
+} PackSpace;
+
+static pthread_key_t pack_key;
+static pthread_once_t pack_key_once = PTHREAD_ONCE_INIT;
+static int pack_key_ok;
+
+static void pack_space_free(void *space)
+{
+    free(((PackSpace *)space)->data);
+    free(space);
+}
+
+static void pack_key_create(void)
+{
+    pack_key_ok = pthread_key_create(&pack_key, pack_space_free) == 0;
+}
+
+/* At least `floats` floats, 64-byte aligned, for this thread; NULL if out of memory. */
+static float *pack_space(size_t floats)
+{
+    pthread_once(&pack_key_once, pack_key_create);
+    if (!pack_key_ok)
+        return NULL;
+    PackSpace *space = pthread_getspecific(pack_key);
+    if (!space) {
+        space = calloc(1, sizeof *space);
+        if (!space)
+            return NULL;
+        if (pthread_setspecific(pack_key, space) != 0) {
+            free(space);
+            return NULL;
+        }
+    }
+    if (space->floats < floats) {
+        free(space->data);
+        /* aligned_alloc wants a size that is a multiple of the alignment. */
+        const size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+        space->data = aligned_alloc(64, bytes);
+        space->floats = space->data ? floats : 0;
+    }
+    return space->data;
+}
+
 static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, const float *bias, float *C,
                         int ldc)
@@ -260,17 +329,14 @@ static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
     const int kc_max = K < KC ? K : KC, nc_max = N < NC ? N : NC;
     const size_t b_floats = (size_t)kc_max * ((nc_max + NR - 1) / NR) * NR;
     const size_t a_floats = (size_t)threads * (MC / MR) * A_PANEL;
-    float *b_pack = aligned_alloc(64, b_floats * sizeof(float));
-    float *a_pack = aligned_alloc(64, a_floats * sizeof(float));
-    if (!b_pack || !a_pack) {
-        free(b_pack);
-        free(a_pack);
+    /* B's panels first, then each thread's A panels: b_floats is a
+     * multiple of NR = 32 floats, so a_pack stays 64-byte aligned. */
+    float *b_pack = pack_space(b_floats + a_floats);
+    if (!b_pack)
         return 0;
-    }
+    float *a_pack = b_pack + b_floats;
     Operand a = {A, lda, trans_a != CblasNoTrans}, b = {B, ldb, trans_b != CblasNoTrans};
     blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, threads);
-    free(a_pack);
-    free(b_pack);
     return 1;
 }
 
