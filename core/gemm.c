@@ -3,7 +3,7 @@
  * Why d2v has its own: on this machine OpenBLAS is pinned to its AVX2
  * (Haswell) kernels, so every matmul of the step ran on 8-float vectors on
  * a CPU with 16-float ones. Measured on the image_tiny shapes with 2 threads
- * (issue 6): OpenBLAS 84-162 GFLOP/s, this kernel 160-270.
+ * (issue 6): OpenBLAS 84-162 GFLOP/s, this kernel 160-300.
  *
  * The layout is the classic one of BLIS and OpenBLAS (Goto's algorithm):
  *   - B is copied, KC rows by NC columns at a time, into panels of NR = 32
@@ -32,7 +32,7 @@
 #define MR 12   /* rows of the register block: 2 x 12 accumulators + 2 of B fit 32 zmm */
 #define NR 32   /* columns: two 16-float vectors */
 #define KC 256  /* depth per pass: a 12 x 256 A panel and a 256 x 32 B panel fit L1 (48 KB) */
-#define MC 240  /* rows packed per thread at a time: 240 KB of A stays in L2 */
+#define MC 240  /* rows packed per thread at a time: their 260 KB of A stay in L2 */
 #define NC 1536 /* columns of B packed at a time: 1.5 MB shared by the threads */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */
