@@ -7,14 +7,11 @@
 # usage: compare.sh D2V_BINARY SOURCE_DIR WORK_DIR
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
-fail() { echo "FAIL: $*"; exit 1; }
+. "$src/tests/lib.sh"
+need_fmnist
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 2 >/dev/null
+fmnist_split "$work/data" 3 2
 train="$work/data/train" test="$work/data/test"
 
 "$d2v" compare --configs "$src/configs/image_micro.ini" --data "$train" --eval "$train:$test" --minutes 0.05 \

@@ -12,17 +12,14 @@
 # usage: disk_full.sh D2V_BINARY SOURCE_DIR WORK_DIR
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
+. "$src/tests/lib.sh"
+need_fmnist
 mnt="$work/mnt"
 cleanup() { if [ -n "${mounted:-}" ]; then umount "$mnt" 2>/dev/null || true; fi; }
 trap cleanup EXIT
 rm -rf "$work"
 mkdir -p "$work" "$mnt"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 1 >/dev/null
-fail() { echo "FAIL: $*"; exit 1; }
+fmnist_split "$work/data" 3 1
 config="$src/configs/image_micro.ini"
 common="--set train.batch_size=8 --set train.log_every=1 --set train.threads=1 --set train.save_every=1"
 step_of() {

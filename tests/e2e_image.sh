@@ -4,14 +4,11 @@
 # usage: e2e_image.sh D2V_BINARY SOURCE_DIR WORK_DIR
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
+. "$src/tests/lib.sh"
+need_fmnist
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 2 >/dev/null
-fail() { echo "FAIL: $*"; exit 1; }
+fmnist_split "$work/data" 3 2
 
 "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/data/train" --run "$work/runs/first" \
   --set train.steps=20 --set train.batch_size=8 --set train.log_every=1 --set train.save_every=10 \

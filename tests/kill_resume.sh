@@ -16,16 +16,14 @@
 # D2V_KILL_STEPS (default 100) lengthens the run for many more kills.
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
+. "$src/tests/lib.sh"
+need_fmnist
 kills=${D2V_KILLS:-20}
 seed=${D2V_KILL_SEED:-$(date +%s)}
 steps=${D2V_KILL_STEPS:-100}
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 1 >/dev/null
+fmnist_split "$work/data" 3 1
 fail() { echo "FAIL (D2V_KILL_SEED=$seed): $*"; exit 1; }
 config="$src/configs/image_micro.ini"
 common="--set train.steps=$steps --set train.batch_size=8 --set train.log_every=1 --set train.threads=1"

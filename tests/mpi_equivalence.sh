@@ -17,7 +17,8 @@ if [ "$mpirun" = none ]; then
   echo "      then meson setup --reconfigure build, or -Dmpi=enabled to make it required)"
   exit 77
 fi
-[ -d /usr/share/datasets/fashion-mnist ] || { echo "SKIP: dataset-fashion-mnist is not installed"; exit 77; }
+. "$src/tests/lib.sh"
+need_fmnist
 command -v espeak-ng >/dev/null || { echo "SKIP: espeak-ng is not installed"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # Under AddressSanitizer (CI's second pass) LeakSanitizer reports what Open
@@ -26,12 +27,11 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 # name once the plugin is unloaded). d2v's own allocations are leak-checked by
 # every other test, which runs the same code without MPI.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-fail() { echo "FAIL: $*"; exit 1; }
 rm -rf "$work"
 mkdir -p "$work/corpus"
 
 # Small data of each modality, made here (as the e2e tests do).
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/img" --train-per-class 2 --test-per-class 1 >/dev/null
+fmnist_split "$work/img" 2 1
 /usr/bin/python3 "$src/scripts/make_words.py" --out "$work/wav" --train-per-class 2 --test-per-class 1 >/dev/null
 for f in GPL-3 Apache-2.0; do
   awk 'BEGIN { RS = ""; ORS = "\n" } { gsub(/[ \t\n]+/, " "); sub(/^ /, ""); print }' \

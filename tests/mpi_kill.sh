@@ -11,7 +11,8 @@ if [ "$mpirun" = none ]; then
   echo "SKIP: this d2v was built without MPI (install libopenmpi-dev openmpi-bin: scripts/install-deps.sh)"
   exit 77
 fi
-[ -d /usr/share/datasets/fashion-mnist ] || { echo "SKIP: dataset-fashion-mnist is not installed"; exit 77; }
+. "$src/tests/lib.sh"
+need_fmnist
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # Under AddressSanitizer (CI's second pass) LeakSanitizer reports what Open
 # MPI, its dlopen'ed components and OpenBLAS's threads keep at exit (stacks end
@@ -19,10 +20,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 # name once the plugin is unloaded). d2v's own allocations are leak-checked by
 # every other test, which runs the same code without MPI.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
-fail() { echo "FAIL: $*"; exit 1; }
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/img" --train-per-class 2 --test-per-class 1 >/dev/null
+fmnist_split "$work/img" 2 1
 
 "$mpirun" -np 2 "$d2v" pretrain "$src/configs/image_micro.ini" --data "$work/img/train" --run "$work/run" \
   --set train.steps=100000 --set train.batch_size=8 --set train.log_every=1 --set train.threads=1 \

@@ -16,14 +16,11 @@
 # usage: periodic_knn.sh D2V_BINARY SOURCE_DIR WORK_DIR
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
+. "$src/tests/lib.sh"
+need_fmnist
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 2 >/dev/null
-fail() { echo "FAIL: $*"; exit 1; }
+fmnist_split "$work/data" 3 2
 config="$src/configs/image_micro.ini"
 train="$work/data/train" test="$work/data/test"
 common="--set train.steps=12 --set train.batch_size=8 --set train.log_every=5 --set train.threads=2"

@@ -8,14 +8,11 @@
 # usage: stop_signals.sh D2V_BINARY SOURCE_DIR WORK_DIR
 set -eu
 d2v=$1 src=$2 work=$3
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  echo "SKIP: dataset-fashion-mnist is not installed (scripts/install-deps.sh installs it)"
-  exit 77
-fi
+. "$src/tests/lib.sh"
+need_fmnist
 rm -rf "$work"
 mkdir -p "$work"
-/usr/bin/python3 "$src/scripts/make_fmnist.py" --out "$work/data" --train-per-class 3 --test-per-class 1 >/dev/null
-fail() { echo "FAIL: $*"; exit 1; }
+fmnist_split "$work/data" 3 1
 config="$src/configs/image_micro.ini"
 steps=12
 lines() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
