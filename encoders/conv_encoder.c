@@ -99,6 +99,7 @@ int conv_encoder_plan(ConvEncoderPlan *plan, const ConvSpec *spec, int B, int T,
         plan->stat_size[l] = (size_t)B * t_out;
         plan->weight_size[l] = (size_t)s->channels * c * s->kernel;
         plan->cols_size = size_max(plan->cols_size, (size_t)B * t_out * c * s->kernel);
+        plan->weight_max = size_max(plan->weight_max, plan->weight_size[l]);
         plan->act_max = size_max(plan->act_max, plan->act_size[l]);
         plan->grad_size = size_max(plan->grad_size, plan->act_size[l]);
         t = t_out;
@@ -112,16 +113,12 @@ int conv_encoder_plan(ConvEncoderPlan *plan, const ConvSpec *spec, int B, int T,
 void conv1d_im2col(real *cols, const real *x, int B, int T_in, int C_in, int K, int S)
 {
     const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
-    /* One row per output frame, each written by one thread. Channels-last
-     * input: window position k of frame t is the row x[b, t*S + k, :]. */
+    /* One row per output frame, each written by one thread. */
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < B * T_out; row++) {
         const int b = row / T_out, t = row % T_out;
-        const real *window = x + ((size_t)b * T_in + (size_t)t * S) * C_in;
-        real *dst = cols + (size_t)row * width;
-        for (int k = 0; k < K; k++)
-            for (int c = 0; c < C_in; c++)
-                dst[c * K + k] = window[(size_t)k * C_in + c];
+        memcpy(cols + (size_t)row * width, x + ((size_t)b * T_in + (size_t)t * S) * C_in,
+               (size_t)width * sizeof(real));
     }
 }
 
@@ -142,12 +139,29 @@ void conv1d_col2im(real *d_x, const real *d_cols, int B, int T_in, int C_in, int
         int t_first = t_in - K + 1 <= 0 ? 0 : (t_in - K + 1 + S - 1) / S;
         int t_last = t_in / S < T_out - 1 ? t_in / S : T_out - 1;
         for (int t = t_first; t <= t_last; t++) {
-            const int k = t_in - t * S;
-            const real *src = d_cols + ((size_t)b * T_out + t) * width;
+            const real *src = d_cols + ((size_t)b * T_out + t) * width + (size_t)(t_in - t * S) * C_in;
+#pragma omp simd
             for (int c = 0; c < C_in; c++)
-                dx[c] += src[c * K + k];
+                dx[c] += src[c];
         }
     }
+}
+
+void conv_weight_kc(real *w_kc, const real *w, int C_out, int C_in, int K)
+{
+    for (int o = 0; o < C_out; o++)
+        for (int c = 0; c < C_in; c++)
+            for (int k = 0; k < K; k++)
+                w_kc[((size_t)o * K + k) * C_in + c] = w[((size_t)o * C_in + c) * K + k];
+}
+
+/* w (C_out, C_in, K) += g_kc (C_out, K, C_in): conv_weight_kc's adjoint. */
+static void conv_weight_kc_add_back(real *w, const real *g_kc, int C_out, int C_in, int K)
+{
+    for (int o = 0; o < C_out; o++)
+        for (int c = 0; c < C_in; c++)
+            for (int k = 0; k < K; k++)
+                w[((size_t)o * C_in + c) * K + k] += g_kc[((size_t)o * K + k) * C_in + c];
 }
 
 /* ---- feature encoder ------------------------------------------------------------------- */
@@ -175,7 +189,8 @@ void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvE
         /* conv (B*T_out, C_out) = cols . W^T; no bias (conv_bias=False in
          * wav2vec 2.0, the layer norm's beta plays its part). */
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, plan->stride[l]);
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, params->weight[l],
+        conv_weight_kc(buf->weight_kc, params->weight[l], C_out, C_in, K);
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, buf->weight_kc,
              width, R(0), buf->conv[l], C_out);
         /* "layer_norm" mode: TransposeLast -> Fp32LayerNorm(C, affine) ->
          * TransposeLast; channels-last makes the transposes free. The input
@@ -212,15 +227,19 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
             x = buf->act;
         }
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, S);
-        /* d_W (C_out, C_in*K) += d_conv^T . cols */
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d, C_out, buf->cols, width, R(1),
-             grads->weight[l], width);
+        /* d_W (C_out, K*C_in) = d_conv^T . cols, added to the gradient in
+         * its (C_out, C_in, K) order */
+        real *w_kc = buf->weight_kc, *d_w_kc = buf->weight_kc + plan->weight_max;
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d, C_out, buf->cols, width, R(0),
+             d_w_kc, width);
+        conv_weight_kc_add_back(grads->weight[l], d_w_kc, C_out, C_in, K);
         if (l == 0 && !d_wave)
             break;
-        /* d_cols (M, C_in*K) = d_conv . W, into the no longer needed cols;
+        /* d_cols (M, K*C_in) = d_conv . W, into the no longer needed cols;
          * then d_conv is spent and grad takes d(layer input). */
-        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d, C_out, params->weight[l], width,
-             R(0), buf->cols, width);
+        conv_weight_kc(w_kc, params->weight[l], C_out, C_in, K);
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d, C_out, w_kc, width, R(0),
+             buf->cols, width);
         real *d_x = l > 0 ? d : d_wave;
         conv1d_col2im(d_x, buf->cols, B, plan->t_in[l], C_in, K, S);
         d_act = d_x;
@@ -245,11 +264,13 @@ int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError 
     plan->stat_size = (size_t)B * T;
     plan->cols_size = (size_t)B * T * group_width * shape.kernel;
     plan->weight_size = (size_t)shape.dim * group_width * shape.kernel;
+    plan->group_weight_size = (size_t)group_width * group_width * shape.kernel;
     return 0;
 }
 
-/* Group g's channels [c0, c0 + Cg) of x (B, T, D) -> cols (B*T, Cg*K), column
- * c*K + k = x[b, t + k - K/2, c0 + c], zero outside [0, T). Conv1d(padding=
+/* Group g's channels [c0, c0 + Cg) of x (B, T, D) -> cols (B*T, K*Cg), column
+ * k*Cg + c = x[b, t + k - K/2, c0 + c], zero outside [0, T): a frame's Cg
+ * channels are one copy (the weight is permuted to match, conv_weight_kc). Conv1d(padding=
  * K/2) yields T + 1 frames for even K and SamePad drops the last; the first
  * T frames read exactly these offsets, so one formula covers both parities. */
 static void same_im2col(real *cols, const real *x, int B, int T, int D, int c0, int Cg, int K)
@@ -261,19 +282,15 @@ static void same_im2col(real *cols, const real *x, int B, int T, int D, int c0, 
         real *dst = cols + (size_t)row * width;
         for (int k = 0; k < K; k++) {
             const int src_t = t + k - half;
-            if (src_t < 0 || src_t >= T) { /* the zero padding */
-                for (int c = 0; c < Cg; c++)
-                    dst[c * K + k] = 0;
-                continue;
-            }
-            const real *src = x + ((size_t)b * T + src_t) * D + c0;
-            for (int c = 0; c < Cg; c++)
-                dst[c * K + k] = src[c];
+            if (src_t < 0 || src_t >= T) /* the zero padding */
+                memset(dst + (size_t)k * Cg, 0, (size_t)Cg * sizeof(real));
+            else
+                memcpy(dst + (size_t)k * Cg, x + ((size_t)b * T + src_t) * D + c0, (size_t)Cg * sizeof(real));
         }
     }
 }
 
-/* The adjoint, as a gather: d_x[b, s, c0 + c] = sum_k d_cols[(b, s - k + K/2), c*K + k]
+/* The adjoint, as a gather: d_x[b, s, c0 + c] = sum_k d_cols[(b, s - k + K/2), k*Cg + c]
  * over in-range frames. Overwrites group g's channels only. */
 static void same_col2im(real *d_x, const real *d_cols, int B, int T, int D, int c0, int Cg, int K)
 {
@@ -288,9 +305,10 @@ static void same_col2im(real *d_x, const real *d_cols, int B, int T, int D, int 
             const int t = s - k + half;
             if (t < 0 || t >= T)
                 continue;
-            const real *src = d_cols + ((size_t)b * T + t) * width;
+            const real *src = d_cols + ((size_t)b * T + t) * width + (size_t)k * Cg;
+#pragma omp simd
             for (int c = 0; c < Cg; c++)
-                dx[c] += src[c * K + k];
+                dx[c] += src[c];
         }
     }
 }
@@ -321,8 +339,9 @@ void pos_conv_forward(PosConvBuffers *buf, const real *x, const int *lengths, co
          * its Cg input channels, weight rows [g*Cg, (g+1)*Cg) of (D, Cg*K). */
         for (int g = 0; g < G; g++) {
             same_im2col(buf->cols, in, B, T, D, g * Cg, Cg, K);
-            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cg, width, R(1), buf->cols, width,
-                 params->weight[l] + (size_t)g * Cg * width, width, R(0), conv + g * Cg, D);
+            conv_weight_kc(buf->weight_kc, params->weight[l] + (size_t)g * Cg * width, Cg, Cg, K);
+            gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cg, width, R(1), buf->cols, width, buf->weight_kc,
+                 width, R(0), conv + g * Cg, D);
         }
         const real *bias = params->bias[l];
 #pragma omp parallel for schedule(static)
@@ -355,13 +374,15 @@ void pos_conv_backward(real *d_x, const PosConvParams *grads, const real *d_out,
         }
         real *d_in = l > 0 ? buf->grad_a : d_x; /* d_normed is spent: reuse it */
         for (int g = 0; g < G; g++) {
-            const real *w = params->weight[l] + (size_t)g * Cg * width;
+            real *w_kc = buf->weight_kc, *d_w_kc = buf->weight_kc + plan->group_weight_size;
             same_im2col(buf->cols, buf->layer_in[l], B, T, D, g * Cg, Cg, K);
-            /* d_W_g (Cg, Cg*K) += d_conv_g^T . cols_g */
+            /* d_W_g (Cg, K*Cg) = d_conv_g^T . cols_g, added in (Cg, Cg, K) order */
             gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cg, width, M, R(1), d_conv + g * Cg, D, buf->cols, width,
-                 R(1), grads->weight[l] + (size_t)g * Cg * width, width);
-            /* d_cols_g (M, Cg*K) = d_conv_g . W_g, then back onto the frames. */
-            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, Cg, R(1), d_conv + g * Cg, D, w, width, R(0),
+                 R(0), d_w_kc, width);
+            conv_weight_kc_add_back(grads->weight[l] + (size_t)g * Cg * width, d_w_kc, Cg, Cg, K);
+            /* d_cols_g (M, K*Cg) = d_conv_g . W_g, then back onto the frames. */
+            conv_weight_kc(w_kc, params->weight[l] + (size_t)g * Cg * width, Cg, Cg, K);
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, Cg, R(1), d_conv + g * Cg, D, w_kc, width, R(0),
                  buf->cols, width);
             same_col2im(d_in, buf->cols, B, T, D, g * Cg, Cg, K);
         }

@@ -65,6 +65,7 @@ typedef struct {
     size_t act_max;                    /* max_l act_size: the act scratch */
     size_t grad_size;                  /* max B * T * C of any activation incl. the waveform */
     size_t weight_size[CONV_MAX_LAYERS]; /* c_out * c_in * K */
+    size_t weight_max;                   /* max_l weight_size: the weight_kc scratch holds two */
 } ConvEncoderPlan;
 
 /* Fails if some layer would get no frames (T too short). */
@@ -87,12 +88,13 @@ typedef struct {
  * from conv, mean and 1/std (two element-wise passes against the conv's
  * GEMMs; issue 6: at 2 s crops they were two thirds of the CNN's memory).
  * Scratch, free between forward and backward: act (act_max: one layer's
- * normed, then GELU output), cols (cols_size), grad (grad_size). */
+ * normed, then GELU output), cols (cols_size), grad (grad_size), weight_kc
+ * (2 * weight_max: a layer's weight and its gradient in the cols' order). */
 typedef struct {
     real *conv[CONV_MAX_LAYERS];
     real *mean[CONV_MAX_LAYERS], *rstd[CONV_MAX_LAYERS];
     real *out;
-    real *act, *cols, *grad;
+    real *act, *cols, *grad, *weight_kc;
 } ConvEncoderBuffers;
 
 /* wave (B, T) -> buf->out (B, T_out, C). */
@@ -104,12 +106,16 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
                            const ConvEncoderParams *params, ConvEncoderBuffers *buf, const ConvEncoderPlan *plan);
 
 /* One conv's pieces, exposed for the tests.
- * x (B, T_in, C_in) -> cols (B*T_out, C_in*K), column c*K + k holding
- * x[b, t*S + k, c] so a row dotted with a weight row is the conv. */
+ * x (B, T_in, C_in) -> cols (B*T_out, K*C_in), column k*C_in + c holding
+ * x[b, t*S + k, c]: in channels-last x a window's K frames are contiguous,
+ * so a row is one copy. The weight, (C_out, C_in, K) as in PyTorch, is
+ * permuted to (C_out, K, C_in) to match (conv_weight_kc). */
 void conv1d_im2col(real *cols, const real *x, int B, int T_in, int C_in, int K, int S);
 /* The adjoint: d_x (B, T_in, C_in) = sum of d_cols over the windows that
  * read each input frame (overlapping when S < K). Overwrites d_x. */
 void conv1d_col2im(real *d_x, const real *d_cols, int B, int T_in, int C_in, int K, int S);
+/* w (C_out, C_in, K) -> w_kc (C_out, K, C_in). */
+void conv_weight_kc(real *w_kc, const real *w, int C_out, int C_in, int K);
 
 /* ---- convolutional positional encoder ------------------------------------------------- */
 
@@ -124,6 +130,7 @@ typedef struct {
     size_t stat_size;   /* B * T: mean, rstd per layer */
     size_t cols_size;   /* B * T * (D/G) * K: one group's im2col scratch */
     size_t weight_size; /* D * (D/G) * K per layer */
+    size_t group_weight_size; /* (D/G) * (D/G) * K: the weight_kc scratch holds two */
 } PosConvPlan;
 
 /* Fails unless groups divides dim and 1 <= depth <= POS_CONV_MAX_DEPTH. */
@@ -141,7 +148,7 @@ typedef struct {
     real *conv[POS_CONV_MAX_DEPTH];
     real *mean[POS_CONV_MAX_DEPTH], *rstd[POS_CONV_MAX_DEPTH];
     real *normed[POS_CONV_MAX_DEPTH];
-    real *cols;
+    real *cols, *weight_kc;
     real *grad_a, *grad_b;
 } PosConvBuffers;
 

@@ -123,6 +123,7 @@ static void encoder_setup(EncoderCase *c, const char *spec_text, int B, int T)
     c->buf.act = zeros(p->act_max);
     c->buf.cols = zeros(p->cols_size);
     c->buf.grad = zeros(p->grad_size);
+    c->buf.weight_kc = zeros(2 * p->weight_max);
     c->wave = random_array((size_t)B * T, 1);
     c->d_wave = zeros((size_t)B * T);
     const int L = p->n_layers - 1;
@@ -136,7 +137,7 @@ static void encoder_free(EncoderCase *c)
         free(c->grads.weight[l]); free(c->grads.ln_gain[l]); free(c->grads.ln_bias[l]);
         free(c->buf.conv[l]); free(c->buf.mean[l]); free(c->buf.rstd[l]);
     }
-    free(c->buf.out); free(c->buf.act); free(c->buf.cols); free(c->buf.grad);
+    free(c->buf.out); free(c->buf.act); free(c->buf.cols); free(c->buf.grad); free(c->buf.weight_kc);
     free(c->wave); free(c->d_wave); free(c->r);
 }
 
@@ -309,6 +310,7 @@ static void pos_setup(PosCase *c, PosConvShape shape, int B, int T, const int *l
     for (int l = 0; l <= shape.depth; l++)
         c->buf.layer_in[l] = zeros(p->act_size);
     c->buf.cols = zeros(p->cols_size);
+    c->buf.weight_kc = zeros(2 * p->group_weight_size);
     c->buf.grad_a = zeros(p->act_size);
     c->buf.grad_b = zeros(p->act_size);
     c->lengths = lengths;
@@ -326,7 +328,7 @@ static void pos_free(PosCase *c)
     }
     for (int l = 0; l <= depth; l++)
         free(c->buf.layer_in[l]);
-    free(c->buf.cols); free(c->buf.grad_a); free(c->buf.grad_b);
+    free(c->buf.cols); free(c->buf.weight_kc); free(c->buf.grad_a); free(c->buf.grad_b);
     free(c->x); free(c->d_x); free(c->r);
 }
 
