@@ -486,6 +486,7 @@ void attention_backward(real *d_qkv, real *out, const real *d_out, const real *q
                     dpi[j] = ti[j] != 0 ? dpi[j] * keep_scale : 0;
             }
             real dot = 0;
+#pragma omp simd reduction(+ : dot)
             for (int j = 0; j < N; j++)
                 dot += dpi[j] * pi[j];
             for (int j = 0; j < N; j++)
