@@ -82,31 +82,33 @@ static inline void layernorm_row(real *y, const real *x, real mu, real r, const 
     }
 }
 
+/* A row's mean and 1/std, saved for the backward. */
+static inline void layernorm_stats(const real *x, int D, real eps, real *mean, real *rstd)
+{
+    /* The row sums in vector lanes (omp simd reduction): a running scalar
+     * sum waits on each add's latency, which made layer norm a tenth of a
+     * speech step. The lanes' order is fixed: same bits on every run. */
+    real mu = 0;
+#pragma omp simd reduction(+ : mu)
+    for (int d = 0; d < D; d++)
+        mu += x[d];
+    mu /= (real)D;
+    real var = 0;
+#pragma omp simd reduction(+ : var)
+    for (int d = 0; d < D; d++)
+        var += (x[d] - mu) * (x[d] - mu);
+    var /= (real)D; /* biased, as torch.nn.functional.layer_norm */
+    *mean = mu;
+    *rstd = R(1) / sqrt(var + eps);
+}
+
 void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                        const real *beta, int M, int D, real eps)
 {
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
-        const real *x = in + (size_t)m * D;
-        real *y = out + (size_t)m * D;
-        /* The row sums in vector lanes (omp simd reduction): a running
-         * scalar sum waits on each add's latency, which made layer norm a
-         * tenth of a speech step. The lanes' order is fixed: same bits on
-         * every run. */
-        real mu = 0;
-#pragma omp simd reduction(+ : mu)
-        for (int d = 0; d < D; d++)
-            mu += x[d];
-        mu /= (real)D;
-        real var = 0;
-#pragma omp simd reduction(+ : var)
-        for (int d = 0; d < D; d++)
-            var += (x[d] - mu) * (x[d] - mu);
-        var /= (real)D; /* biased, as torch.nn.functional.layer_norm */
-        real r = R(1) / sqrt(var + eps);
-        layernorm_row(y, x, mu, r, gamma, beta, D);
-        mean[m] = mu;
-        rstd[m] = r;
+        layernorm_stats(in + (size_t)m * D, D, eps, &mean[m], &rstd[m]);
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
     }
 }
 
@@ -286,12 +288,44 @@ static inline float gelu_erf(float x)
 }
 #endif
 
+/* Every GELU of the forward is this expression, so the fused passes below
+ * give the bits of gelu_forward. */
+static inline real gelu_value(real x) { return R(0.5) * x * (R(1) + gelu_erf(x * INV_SQRT2)); }
+
 void gelu_forward(real *out, const real *in, size_t n)
 {
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-        real x = in[i];
-        out[i] = R(0.5) * x * (R(1) + gelu_erf(x * INV_SQRT2));
+    for (size_t i = 0; i < n; i++)
+        out[i] = gelu_value(in[i]);
+}
+
+/* ---- layer norm then GELU, one pass (the CNN feature encoder's layer tail) ---- */
+
+static inline void gelu_row(real *y, int D)
+{
+#pragma omp simd
+    for (int d = 0; d < D; d++)
+        y[d] = gelu_value(y[d]);
+}
+
+void layernorm_gelu_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
+                            const real *beta, int M, int D, real eps)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        layernorm_stats(in + (size_t)m * D, D, eps, &mean[m], &rstd[m]);
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
+        gelu_row(out + (size_t)m * D, D);
+    }
+}
+
+void layernorm_gelu_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                              const real *beta, int M, int D)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
+        gelu_row(out + (size_t)m * D, D);
     }
 }
 

@@ -55,6 +55,14 @@ void gelu_forward(real *out, const real *in, size_t n);
 /* d_in (n) = d_out * GELU'(in); may work in place. */
 void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
 
+/* out (M,D) = GELU(layer norm(in)) in one pass over each row: the bits of
+ * layernorm_forward then gelu_forward, one read and one write of out fewer. */
+void layernorm_gelu_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
+                            const real *beta, int M, int D, real eps);
+/* The same from the saved mean and 1/std (layernorm_recompute, then GELU). */
+void layernorm_gelu_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
+                              const real *beta, int M, int D);
+
 /* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
  * based RNG at (seed, site, step) so the backward regenerates the same mask
  * and nothing depends on thread scheduling. p == 0 copies (or no-ops when

@@ -173,9 +173,12 @@ static void ln_gelu(real *out, const ConvEncoderBuffers *buf, const ConvEncoderP
                     const ConvEncoderPlan *plan, int l, int gelu)
 {
     const int M = plan->B * plan->t_out[l], C = plan->c_out[l];
-    layernorm_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l], params->ln_bias[l], M, C);
     if (gelu)
-        gelu_forward(out, out, plan->act_size[l]);
+        layernorm_gelu_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l],
+                                 params->ln_bias[l], M, C);
+    else
+        layernorm_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l], params->ln_bias[l],
+                            M, C);
 }
 
 void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvEncoderParams *params,
@@ -196,9 +199,8 @@ void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvE
          * TransposeLast; channels-last makes the transposes free. The input
          * x is in cols by now, so act can take this layer's output. */
         real *y = l == last ? buf->out : buf->act;
-        layernorm_forward(y, buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l], params->ln_bias[l], M,
-                          C_out, CONV_LN_EPS);
-        gelu_forward(y, y, plan->act_size[l]);
+        layernorm_gelu_forward(y, buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l], params->ln_bias[l],
+                               M, C_out, CONV_LN_EPS);
         x = y;
     }
 }
