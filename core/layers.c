@@ -102,22 +102,44 @@ static inline void layernorm_stats(const real *x, int D, real eps, real *mean, r
     *rstd = R(1) / sqrt(var + eps);
 }
 
-void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
-                       const real *beta, int M, int D, real eps)
+static inline void gelu_row(real *y, int D); /* in the GELU section */
+
+/* The forward, or (then_gelu) GELU of it in the same pass over each row:
+ * layernorm_forward and layernorm_gelu_forward. */
+static void layernorm_rows_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
+                                   const real *beta, int M, int D, real eps, int then_gelu)
 {
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         layernorm_stats(in + (size_t)m * D, D, eps, &mean[m], &rstd[m]);
         layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
+        if (then_gelu)
+            gelu_row(out + (size_t)m * D, D);
     }
+}
+
+/* The same from saved statistics: layernorm_recompute and layernorm_gelu_recompute. */
+static void layernorm_rows_recompute(real *out, const real *in, const real *mean, const real *rstd,
+                                     const real *gamma, const real *beta, int M, int D, int then_gelu)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
+        if (then_gelu)
+            gelu_row(out + (size_t)m * D, D);
+    }
+}
+
+void layernorm_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
+                       const real *beta, int M, int D, real eps)
+{
+    layernorm_rows_forward(out, mean, rstd, in, gamma, beta, M, D, eps, 0);
 }
 
 void layernorm_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
                          const real *beta, int M, int D)
 {
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++)
-        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
+    layernorm_rows_recompute(out, in, mean, rstd, gamma, beta, M, D, 0);
 }
 
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
@@ -311,22 +333,13 @@ static inline void gelu_row(real *y, int D)
 void layernorm_gelu_forward(real *out, real *mean, real *rstd, const real *in, const real *gamma,
                             const real *beta, int M, int D, real eps)
 {
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++) {
-        layernorm_stats(in + (size_t)m * D, D, eps, &mean[m], &rstd[m]);
-        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
-        gelu_row(out + (size_t)m * D, D);
-    }
+    layernorm_rows_forward(out, mean, rstd, in, gamma, beta, M, D, eps, 1);
 }
 
 void layernorm_gelu_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
                               const real *beta, int M, int D)
 {
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++) {
-        layernorm_row(out + (size_t)m * D, in + (size_t)m * D, mean[m], rstd[m], gamma, beta, D);
-        gelu_row(out + (size_t)m * D, D);
-    }
+    layernorm_rows_recompute(out, in, mean, rstd, gamma, beta, M, D, 1);
 }
 
 void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n)
