@@ -189,8 +189,8 @@ void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvE
     for (int l = 0; l <= last; l++) {
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l];
         const int M = B * plan->t_out[l], width = C_in * K;
-        /* conv (B*T_out, C_out) = cols . W^T; no bias (conv_bias=False in
-         * wav2vec 2.0, the layer norm's beta plays its part). */
+        /* conv (B*T_out, C_out) = cols . W_kc^T; no bias (conv_bias=False
+         * in wav2vec 2.0, the layer norm's beta plays its part). */
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, plan->stride[l]);
         conv_weight_kc(buf->weight_kc, params->weight[l], C_out, C_in, K);
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, buf->weight_kc,
@@ -272,9 +272,10 @@ int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError 
 
 /* Group g's channels [c0, c0 + Cg) of x (B, T, D) -> cols (B*T, K*Cg), column
  * k*Cg + c = x[b, t + k - K/2, c0 + c], zero outside [0, T): a frame's Cg
- * channels are one copy (the weight is permuted to match, conv_weight_kc). Conv1d(padding=
- * K/2) yields T + 1 frames for even K and SamePad drops the last; the first
- * T frames read exactly these offsets, so one formula covers both parities. */
+ * channels are one copy (the weight is permuted to match, conv_weight_kc).
+ * Conv1d(padding=K/2) yields T + 1 frames for even K and SamePad drops the
+ * last; the first T frames read exactly these offsets, so one formula
+ * covers both parities. */
 static void same_im2col(real *cols, const real *x, int B, int T, int D, int c0, int Cg, int K)
 {
     const int half = K / 2, width = Cg * K;
