@@ -144,8 +144,16 @@ def main():
     sp, vocab = special_ids(a.tokenizer)
 
     def labeled(path):
-        pairs = [line.rstrip("\n").split("\t", 1) for line in open(path, encoding="utf-8") if line.strip()]
-        return [p[0] for p in pairs], encode_lines(a.d2v, a.tokenizer, [p[1] for p in pairs])
+        labels, texts = [], []
+        for number, line in enumerate(open(path, encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            label, tab, text = line.rstrip("\n").partition("\t")
+            if not tab or not label:
+                raise SystemExit(f"mlm_reference: {path}:{number}: expected label<TAB>text")
+            labels.append(label)
+            texts.append(text)
+        return labels, encode_lines(a.d2v, a.tokenizer, texts)
     train_lab, train_rows = labeled(a.train)
     test_lab, test_rows = labeled(a.test)
     classes = sorted(set(train_lab))
