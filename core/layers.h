@@ -54,6 +54,10 @@ void instancenorm_backward(real *d_in, const real *d_out, const real *in, const 
 void gelu_forward(real *out, const real *in, size_t n);
 /* d_in (n) = d_out * GELU'(in); may work in place. */
 void gelu_backward(real *d_in, const real *d_out, const real *in, size_t n);
+/* gelu_backward, and out (n) = GELU(in) from the same erf and exp: for a
+ * caller that did not keep the forward's output. out may be in, and d_in
+ * may be d_out (in place). */
+void gelu_backward_recompute(real *out, real *d_in, const real *d_out, const real *in, size_t n);
 
 /* out (M,D) = GELU(layer norm(in)) in one pass over each row: the bits of
  * layernorm_forward then gelu_forward, one read and one write of out fewer. */

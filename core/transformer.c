@@ -230,13 +230,17 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     }
     /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
     dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
-    /* fc2's input was not kept (act is shared by the blocks): recompute it,
-     * dropout included (its mask is a function of the step and layer). */
-    gelu_forward(a->act, a->fc1, (size_t)M * F);
-    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
-    linear_backward(s->d_f, g + p->fc2_w, g + p->fc2_b, s->d_c, a->act, w + p->fc2_w, M, F, D, 0);
-    dropout_backward(s->d_f, s->d_f, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
-    gelu_backward(s->d_f, s->d_f, a->fc1, (size_t)M * F);
+    /* fc2's input GELU(fc1) was not kept (act is shared by the blocks).
+     * One pass recomputes it and takes d through GELU, both from one erf
+     * and exp per element; it overwrites fc1, which nothing reads after
+     * this. Dropout's mask is a function of the step and layer. */
+    const DropoutSite act_drop = site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0);
+    linear_backward(s->d_f, NULL, g + p->fc2_b, s->d_c, NULL, w + p->fc2_w, M, F, D, 0);
+    dropout_backward(s->d_f, s->d_f, (size_t)M * F, act_drop);
+    real *act = a->fc1;
+    gelu_backward_recompute(act, s->d_f, s->d_f, a->fc1, (size_t)M * F);
+    dropout_forward(act, act, (size_t)M * F, act_drop);
+    linear_backward_weight(g + p->fc2_w, s->d_c, act, M, F, D);
     /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
     if (post)
         layernorm_recompute(a->ln1_out, a->res1, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);

@@ -44,7 +44,7 @@ typedef struct {
     real *probs;             /* (B,H,N,N) shared: after a forward, the last block's */
     real *att, *res1;        /* (M,D); att shared, see below */
     real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared, see below */
-    real *fc1;               /* (M,F) */
+    real *fc1;               /* (M,F); block_backward leaves GELU(fc1) in it */
     /* Not kept for the backward, so shared by all blocks and valid only
      * until the next block's forward (the teacher reads its ffn tap in
      * between): att (M,D) the attention's output (attention_backward
