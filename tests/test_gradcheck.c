@@ -146,6 +146,15 @@ static void test_pointwise(void)
     gelu_scalar(&c);
     gelu_backward(dx, c.r, c.x, c.n);
     expect_grad("GELU d_in", c.x, c.n, dx, gelu_scalar, &c);
+    /* The fused recompute gives both the forward's output and the same d_in. */
+    double *act = zeros(64), *dx_fused = zeros(64);
+    gelu_backward_recompute(act, dx_fused, c.r, c.x, c.n);
+    expect_grad("GELU d_in (with recompute)", c.x, c.n, dx_fused, gelu_scalar, &c);
+    gelu_forward(c.y, c.x, c.n);
+    for (size_t i = 0; i < c.n; i++)
+        CHECK(act[i] == c.y[i], "gelu_backward_recompute output %zu: %g, gelu_forward %g", i, act[i], c.y[i]);
+    free(act);
+    free(dx_fused);
     dropout_scalar(&c);
     dropout_backward(dx, c.r, c.n, c.site);
     expect_grad("dropout d_in", c.x, c.n, dx, dropout_scalar, &c);
