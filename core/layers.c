@@ -393,8 +393,9 @@ void gelu_backward_recompute(real *out, real *d_in, const real *d_out, const rea
 #define DROPOUT_CHUNK 1024
 
 /* out[k] = in[k] / (1 - p) where uniform first+k of the site is >= p, else 0,
- * for k < n. Serial: called inside parallel loops. */
-static void dropout_range(real *out, const real *in, uint64_t first, size_t n, DropoutSite s)
+ * for k < n; bit k of keep (if not NULL) records which. Serial: called
+ * inside parallel loops. */
+static void dropout_range(real *out, const real *in, uint64_t first, size_t n, DropoutSite s, uint8_t *keep)
 {
     const real keep_scale = R(1) / (R(1) - s.p);
     float u[DROPOUT_CHUNK];
@@ -403,34 +404,73 @@ static void dropout_range(real *out, const real *in, uint64_t first, size_t n, D
         rng_uniforms_at(s.seed, s.site, s.step, first + done, len, u);
         for (size_t k = 0; k < len; k++)
             out[done + k] = u[k] >= (float)s.p ? in[done + k] * keep_scale : 0;
+        if (!keep)
+            continue;
+        /* done is a multiple of 8: every chunk starts on a byte. */
+        for (size_t byte = 0; byte < (len + 7) / 8; byte++) {
+            unsigned bits = 0;
+            for (size_t j = 0; j < 8 && byte * 8 + j < len; j++)
+                bits |= (unsigned)(u[byte * 8 + j] >= (float)s.p) << j;
+            keep[(done + byte * 8) / 8] = (uint8_t)bits;
+        }
     }
 }
 
-static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s)
+/* out[k] = in[k] / (1 - p) where bit k of keep is set, else 0: the mask a
+ * dropout_range recorded, without drawing it again. */
+static void dropout_range_kept(real *out, const real *in, size_t n, real p, const uint8_t *keep)
+{
+    const real keep_scale = R(1) / (R(1) - p);
+    for (size_t k = 0; k < n; k++)
+        out[k] = (keep[k / 8] >> (k % 8)) & 1 ? in[k] * keep_scale : 0;
+}
+
+/* Chunks of DROPOUT_CHUNK on the threads; with record, the mask goes to
+ * site.keep, otherwise it is read from there when given, drawn when not. */
+static void dropout_apply(real *out, const real *in, size_t n, DropoutSite s, int record)
 {
     const size_t chunks = (n + DROPOUT_CHUNK - 1) / DROPOUT_CHUNK;
 #pragma omp parallel for schedule(static)
     for (size_t c = 0; c < chunks; c++) {
         const size_t first = c * DROPOUT_CHUNK, len = n - first < DROPOUT_CHUNK ? n - first : DROPOUT_CHUNK;
-        dropout_range(out + first, in + first, s.first + first, len, s);
+        uint8_t *keep = s.keep ? s.keep + first / 8 : NULL;
+        if (keep && !record)
+            dropout_range_kept(out + first, in + first, len, s.p, keep);
+        else
+            dropout_range(out + first, in + first, s.first + first, len, s, keep);
     }
 }
 
 void dropout_forward(real *out, const real *in, size_t n, DropoutSite site)
 {
     if (site.p > 0)
-        dropout_apply(out, in, n, site);
+        dropout_apply(out, in, n, site, 1);
+    else if (out != in)
+        memcpy(out, in, n * sizeof(real));
+}
+
+void dropout_again(real *out, const real *in, size_t n, DropoutSite site)
+{
+    /* The mask and scale are the forward's: read back where it was
+     * recorded, drawn again (the same counters) where it was not. */
+    if (site.p > 0)
+        dropout_apply(out, in, n, site, 0);
     else if (out != in)
         memcpy(out, in, n * sizeof(real));
 }
 
 void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site)
 {
-    /* The mask and scale are the same multiplier as in the forward. */
-    dropout_forward(d_in, d_out, n, site);
+    /* The same multiplier as in the forward. */
+    dropout_again(d_in, d_out, n, site);
 }
 
 /* ---- attention ------------------------------------------------------------- */
+
+size_t attention_keep_bytes(int N)
+{
+    return ((size_t)N * N + 7) / 8;
+}
 
 size_t attention_scratch_size(int N, int threads)
 {
@@ -511,7 +551,7 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
             real *tile = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
             DropoutSite s = drop;
             s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh; /* a distinct stream per (b,h) */
-            dropout_range(tile, p, 0, (size_t)N * N, s);
+            dropout_range(tile, p, 0, (size_t)N * N, s, drop.keep ? drop.keep + (size_t)bh * attention_keep_bytes(N) : NULL);
             pv = tile;
         }
         gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dh, N, R(1), pv, N, v, row, R(0),
@@ -542,7 +582,10 @@ void attention_backward(real *d_qkv, real *out, const real *d_out, const real *q
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);
         const real *pv = p;
         if (drop.p > 0) {
-            dropout_range(tile, p, 0, (size_t)N * N, s);
+            if (drop.keep)
+                dropout_range_kept(tile, p, (size_t)N * N, drop.p, drop.keep + (size_t)bh * attention_keep_bytes(N));
+            else
+                dropout_range(tile, p, 0, (size_t)N * N, s, NULL);
             pv = tile;
         }
         /* The forward's output again, by the forward's own GEMM (same bits):

@@ -79,11 +79,20 @@ typedef struct {
      * attention's (b, h) at first_bh + b*H + h, so a row's dropout does not
      * depend on which rank or micro-batch computes it. 0 for a whole batch. */
     uint64_t first, first_bh;
+    /* The keep mask, one bit per element (NULL: none). A forward records
+     * it there, and the backward reads it instead of drawing it again.
+     * Attention's is attention_keep_bytes(N) per (b, h), in b*H + h order. */
+    uint8_t *keep;
 } DropoutSite;
 /* out (n) = in with the site's dropout applied (identity when p = 0). */
 void dropout_forward(real *out, const real *in, size_t n, DropoutSite site);
 /* d_in (n) = d_out through the same keep mask as the forward. */
 void dropout_backward(real *d_in, const real *d_out, size_t n, DropoutSite site);
+/* out (n) = in through the forward's mask again (a recompute of the
+ * forward's output): the same multiplier as dropout_backward. */
+void dropout_again(real *out, const real *in, size_t n, DropoutSite site);
+/* Bytes of one (b, h) tile's attention keep mask: N x N bits. */
+size_t attention_keep_bytes(int N);
 
 /* Multi-head softmax attention. qkv (B,N,3D) holds q|k|v per row, each D =
  * H heads x Dh channels. out (B,N,D) = softmax(q k^T / sqrt(Dh)) v per head.

@@ -8,12 +8,19 @@ enum { SITE_ATTN = 0, SITE_PROJ = 1, SITE_ACT = 2, SITE_FFN = 3, SITES_PER_LAYER
 #define SITE_INPUT (SITES_PER_LAYER * MAX_LAYERS)
 
 /* width: elements per position of the tensor dropped (D, or F for the FFN
- * activation); N positions per row; H heads (attention). */
-static DropoutSite site(ForwardMode mode, real p, int layer, int which, int N, int width, int H)
+ * activation); N positions per row; H heads (attention); keep: where the
+ * mask is recorded, or NULL. */
+static DropoutSite site(ForwardMode mode, real p, int layer, int which, int N, int width, int H, uint8_t *keep)
 {
     DropoutSite s = {mode.train ? p : 0, mode.seed, (uint64_t)(layer * SITES_PER_LAYER + which), mode.step,
-                     mode.row0 * (uint64_t)N * (uint64_t)width, mode.row0 * (uint64_t)H};
+                     mode.row0 * (uint64_t)N * (uint64_t)width, mode.row0 * (uint64_t)H, keep};
     return s;
+}
+
+/* A keep mask of `bits` bits, or NULL where that dropout is off. */
+static uint8_t *take_keep(Arena *arena, real p, size_t bits)
+{
+    return p > 0 ? arena_take_bytes(arena, (bits + 7) / 8) : NULL;
 }
 
 /* ---- registration --------------------------------------------------------- */
@@ -95,7 +102,7 @@ void transformer_bind(Transformer *t, const ParamStore *ps)
 /* ---- activations -------------------------------------------------------------- */
 
 static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shared, const Transformer *t, int l,
-                         int B, int N)
+                         int B, int N, int keep_masks)
 {
     const size_t M = (size_t)B * N, D = (size_t)t->dim, F = (size_t)t->ffn_dim;
     const int post = t->layout == LAYOUT_POST_LN;
@@ -118,6 +125,12 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
     b->ffn = shared->ffn_scratch;
     b->res2 = arena_take(arena, M * D);
     b->out = post ? b->ln2_out : b->res2;
+    if (keep_masks) {
+        b->attn_keep = take_keep(arena, t->attention_dropout, (size_t)B * t->heads * attention_keep_bytes(N) * 8);
+        b->proj_keep = take_keep(arena, t->dropout, M * D);
+        b->act_keep = take_keep(arena, t->activation_dropout, M * F);
+        b->ffn_keep = take_keep(arena, t->dropout, M * D);
+    }
 }
 
 void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, int B, int N, int keep_all,
@@ -149,10 +162,11 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
      * backward, and the last block's ffn is spent by then. */
     a->output = a->ffn_scratch;
     for (int l = 0; l < a->n_blocks; l++)
-        layout_block(&a->blocks[l], arena, a, t, l, B, N);
+        layout_block(&a->blocks[l], arena, a, t, l, B, N, keep_all);
     a->attn_scratch = arena_take(arena, attention_scratch_size(N, threads));
     if (!keep_all)
         return;
+    a->input_keep = take_keep(arena, t->dropout, M * D);
     /* The backward's scratch: where it can, the forward's, which the
      * backward does not read (proj, ffn, probs) or reads just before
      * overwriting (act: fc2's input, then d of it). */
@@ -182,9 +196,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->qkv, attn_in, w + p->qkv_w, w + p->qkv_b, M, D, 3 * D);
     attention_forward(a->att, a->probs, a->qkv, pad, B, N, D, t->heads,
-                      site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), attn_scratch);
+                      site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads, a->attn_keep), attn_scratch);
     linear_forward(a->proj, a->att, w + p->proj_w, w + p->proj_b, M, D, D);
-    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
+    dropout_forward(a->proj, a->proj, (size_t)M * D, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
     residual_forward(a->res1, x, a->proj, (size_t)M * D);
 
     /* Feed-forward sub-layer. */
@@ -198,9 +212,9 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
     }
     linear_forward(a->fc1, ffn_in, w + p->fc1_w, w + p->fc1_b, M, D, F);
     gelu_forward(a->act, a->fc1, (size_t)M * F);
-    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0));
+    dropout_forward(a->act, a->act, (size_t)M * F, site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0, a->act_keep));
     linear_forward(a->ffn, a->act, w + p->fc2_w, w + p->fc2_b, M, F, D);
-    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
+    dropout_forward(a->ffn, a->ffn, (size_t)M * D, site(mode, t->dropout, layer, SITE_FFN, N, D, 0, a->ffn_keep));
 
     /* The last residual (post-LN adds the FFN's input, pre-LN the stream h);
      * a->ffn stays as it is: the paper's target tap. */
@@ -229,17 +243,17 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         memcpy(s->d_a, d_stream, MD * sizeof(real)); /* y = h + ffn */
     }
     /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
-    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0));
+    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0, a->ffn_keep));
     /* fc2's input GELU(fc1) was not kept (act is shared by the blocks).
      * One pass recomputes it and takes d through GELU, both from one erf
      * and exp per element; it overwrites fc1, which nothing reads after
      * this. Dropout's mask is a function of the step and layer. */
-    const DropoutSite act_drop = site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0);
+    const DropoutSite act_drop = site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0, a->act_keep);
     linear_backward(s->d_f, NULL, g + p->fc2_b, s->d_c, NULL, w + p->fc2_w, M, F, D, 0);
     dropout_backward(s->d_f, s->d_f, (size_t)M * F, act_drop);
     real *act = a->fc1;
     gelu_backward_recompute(act, s->d_f, s->d_f, a->fc1, (size_t)M * F);
-    dropout_forward(act, act, (size_t)M * F, act_drop);
+    dropout_again(act, act, (size_t)M * F, act_drop);
     linear_backward_weight(g + p->fc2_w, s->d_c, act, M, F, D);
     /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
     if (post)
@@ -264,10 +278,10 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))). The attention's
      * output (proj's input) was not kept: attention_backward recomputes it
      * with the probabilities, so proj's weight gradient comes after. */
-    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0));
+    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
     linear_backward(s->d_c, NULL, g + p->proj_b, s->d_a, NULL, w + p->proj_w, M, D, D, 0);
     attention_backward(s->d_qkv, a->att, s->d_c, a->qkv, pad, B, N, D, t->heads,
-                       site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads), s->attn_scratch);
+                       site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads, a->attn_keep), s->attn_scratch);
     linear_backward_weight(g + p->proj_w, s->d_a, a->att, M, D, D);
     if (post) {
         memcpy(d_stream, d_res1, MD * sizeof(real));
@@ -290,7 +304,7 @@ void transformer_forward(const Transformer *t, const real *w, TransformerActs *a
 {
     const int M = B * N, D = t->dim;
     const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
-                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0, a->input_keep};
     if (t->layout == LAYOUT_POST_LN) {
         layernorm_forward(a->input, a->norm_mean, a->norm_rstd, x, w + t->norm_w, w + t->norm_b, M, D, t->eps);
         dropout_forward(a->input, a->input, (size_t)M * D, input_drop);
@@ -316,7 +330,7 @@ void transformer_backward(const Transformer *t, const real *w, real *g, Transfor
     const int M = B * N, D = t->dim;
     const size_t MD = (size_t)M * D;
     const DropoutSite input_drop = {mode.train ? t->dropout : 0, mode.seed, SITE_INPUT, mode.step,
-                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0};
+                                    mode.row0 * (uint64_t)N * (uint64_t)D, 0, a->input_keep};
     real *d = a->d_stream;
     if (t->layout == LAYOUT_PRE_LN)
         layernorm_backward(d, g + t->norm_w, g + t->norm_b, d_out, a->blocks[t->layers - 1].out, a->norm_mean,

@@ -58,12 +58,17 @@ typedef struct {
     real *proj, *act, *ffn;
     real *res2;              /* (M,D) */
     real *out;               /* the block's end output: ln2_out (post) or res2 (pre) */
+    /* Dropout keep masks, one bit per element, recorded by the forward so
+     * the backward does not draw them again (NULL: no dropout there, or a
+     * teacher, which has no backward). */
+    uint8_t *attn_keep, *proj_keep, *act_keep, *ffn_keep;
 } BlockActs;
 
 typedef struct {
     int B, N;         /* capacity */
     int n_blocks;     /* layers (student) or 2 (teacher: ping-pong scratch) */
     real *input;      /* (M,D) what block 0 sees (NULL: x itself, pre-LN without dropout) */
+    uint8_t *input_keep; /* the input dropout's keep mask (as BlockActs') */
     real *norm_mean, *norm_rstd;
     real *output;     /* (M,D) the encoder's output, until the backward (it is scratch) */
     BlockActs blocks[MAX_LAYERS];

@@ -141,7 +141,7 @@ static double dropout_scalar(void *ctx)
 
 static void test_pointwise(void)
 {
-    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2, 0, 0}};
+    PointwiseCase c = {64, random_array(64, 2), zeros(64), random_array(64, 1), {0.3, 7, 11, 2, 0, 0, NULL}};
     double *dx = zeros(64);
     gelu_scalar(&c);
     gelu_backward(dx, c.r, c.x, c.n);
@@ -163,6 +163,31 @@ static void test_pointwise(void)
         dropped += c.y[i] == 0;
     CHECK(dropped > 5 && dropped < 35, "dropout p=0.3 dropped %d of 64", dropped);
     free(c.x); free(c.y); free(c.r); free(dx);
+}
+
+/* A mask the forward records is the one the backward would draw again:
+ * the same bits, across chunk boundaries and a length not a multiple of 8. */
+static void test_dropout_keep_mask(void)
+{
+    const size_t n = 2500;
+    double *x = random_array(n, 1), *y_drawn = zeros(n), *y_kept = zeros(n);
+    double *d_drawn = zeros(n), *d_kept = zeros(n), *again = zeros(n);
+    uint8_t *keep = calloc((n + 7) / 8, 1);
+    DropoutSite drawn = {0.25, 9, 3, 4, 100, 0, NULL}, kept = drawn;
+    kept.keep = keep;
+    dropout_forward(y_drawn, x, n, drawn);
+    dropout_forward(y_kept, x, n, kept);
+    CHECK(memcmp(y_drawn, y_kept, n * sizeof *x) == 0, "dropout forward differs when it records its mask");
+    dropout_backward(d_drawn, x, n, drawn);
+    dropout_backward(d_kept, x, n, kept);
+    CHECK(memcmp(d_drawn, d_kept, n * sizeof *x) == 0, "dropout backward from the recorded mask differs");
+    dropout_again(again, x, n, kept);
+    CHECK(memcmp(again, y_drawn, n * sizeof *x) == 0, "dropout_again differs from the forward");
+    size_t set = 0;
+    for (size_t i = 0; i < n; i++)
+        set += (keep[i / 8] >> (i % 8)) & 1;
+    CHECK(set > n / 2 && set < n, "recorded mask keeps %zu of %zu at p = 0.25", set, n);
+    free(x); free(y_drawn); free(y_kept); free(d_drawn); free(d_kept); free(again); free(keep);
 }
 
 typedef struct {
@@ -209,24 +234,37 @@ static double attn_scalar(void *ctx)
 static void test_attention(void)
 {
     const uint8_t pad[10] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1};
-    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1, 0, 0}};
+    AttnCase c = {2, 5, 6, 2, NULL, NULL, NULL, NULL, NULL, pad, {0, 3, 5, 1, 0, 0, NULL}};
     size_t nqkv = (size_t)c.B * c.N * 3 * c.D, nout = (size_t)c.B * c.N * c.D;
     c.qkv = random_array(nqkv, 1);
     c.out = zeros(nout);
     c.probs = zeros((size_t)c.B * c.H * c.N * c.N);
     c.r = random_array(nout, 1);
     c.scratch = zeros(attention_scratch_size(c.N, 64));
-    double *dqkv = zeros(nqkv), *again = zeros(nout);
-    for (int with_dropout = 0; with_dropout <= 1; with_dropout++) {
+    double *dqkv = zeros(nqkv), *again = zeros(nout), *dqkv_drawn = zeros(nqkv);
+    uint8_t *keep = calloc((size_t)c.B * c.H * attention_keep_bytes(c.N), 1);
+    /* 0: no dropout; 1: the backward draws the mask again; 2: it reads the
+     * mask the forward recorded. */
+    for (int with_dropout = 0; with_dropout <= 2; with_dropout++) {
         c.drop.p = with_dropout ? 0.2 : 0;
+        c.drop.keep = with_dropout == 2 ? keep : NULL;
         attn_scalar(&c);
         attention_backward(dqkv, again, c.r, c.qkv, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
         /* The backward's recomputed output is the forward's, bit for bit. */
         CHECK(memcmp(again, c.out, nout * sizeof *again) == 0, "attention_backward's out differs from the forward's");
-        expect_grad(with_dropout ? "attention d_qkv (padding, dropout)" : "attention d_qkv (padding)", c.qkv, nqkv,
-                    dqkv, attn_scalar, &c);
+        const char *what[] = {"attention d_qkv (padding)", "attention d_qkv (padding, dropout)",
+                              "attention d_qkv (padding, dropout, recorded mask)"};
+        expect_grad(what[with_dropout], c.qkv, nqkv, dqkv, attn_scalar, &c);
+        if (with_dropout == 1)
+            memcpy(dqkv_drawn, dqkv, nqkv * sizeof *dqkv);
+        if (with_dropout == 2)
+            CHECK(memcmp(dqkv, dqkv_drawn, nqkv * sizeof *dqkv) == 0,
+                  "attention backward from the recorded mask differs from the drawn one");
     }
+    c.drop.keep = NULL;
     free(again);
+    free(dqkv_drawn);
+    free(keep);
     /* Padded keys get exactly zero weight. */
     for (int h = 0; h < c.H; h++)
         for (int i = 0; i < c.N; i++)
@@ -408,6 +446,7 @@ int main(void)
     test_linear();
     test_norms();
     test_pointwise();
+    test_dropout_keep_mask();
     test_mask_embed();
     test_attention();
     test_loss();
