@@ -470,10 +470,62 @@ static void test_gelu_precision(void)
     CHECK(isnan(odd_y[0]) && isnan(odd_y[1]) && isnan(odd_dy[0]) && isnan(odd_dy[1]),
           "gelu of NaN: %g %g, gradient %g %g", odd_y[0], odd_y[1], odd_dy[0], odd_dy[1]);
     CHECK(odd_y[2] == INFINITY, "gelu(inf) = %g", odd_y[2]);
+    /* The backward that recomputes the output gives both sets of bits. */
+    float *y2 = malloc(COUNT * sizeof *y2), *dy2 = malloc(COUNT * sizeof *dy2);
+    gelu_forward(y, x, COUNT);
+    gelu_backward_recompute(y2, dy2, ones, x, COUNT);
+    CHECK(memcmp(y, y2, COUNT * sizeof *y) == 0, "gelu_backward_recompute's output differs from gelu_forward");
+    CHECK(memcmp(dy, dy2, COUNT * sizeof *dy) == 0, "gelu_backward_recompute's gradient differs from gelu_backward");
+    free(y2);
+    free(dy2);
     free(x);
     free(y);
     free(ones);
     free(dy);
+}
+
+/* The float build records dropout masks in vector mask registers
+ * (layers.c): a recorded mask must give the bits of the drawn one, for
+ * element-wise dropout (chunk edges, a length not a multiple of 16) and for
+ * attention's per-(b, h) tiles (N x N not a multiple of 8). */
+static void test_dropout_keep_mask(void)
+{
+    const size_t n = 2500 + 7;
+    float *x = malloc(n * sizeof *x), *drawn = malloc(n * sizeof *x), *kept = malloc(n * sizeof *x);
+    uint8_t *keep = calloc((n + 7) / 8, 1);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)i - 1000.0f;
+    DropoutSite site = {0.3f, 5, 2, 9, 17, 0, NULL}, recording = site;
+    recording.keep = keep;
+    dropout_forward(drawn, x, n, site);
+    dropout_forward(kept, x, n, recording);
+    CHECK(memcmp(drawn, kept, n * sizeof *x) == 0, "dropout forward changed by recording its mask");
+    dropout_backward(drawn, x, n, site);
+    dropout_backward(kept, x, n, recording);
+    CHECK(memcmp(drawn, kept, n * sizeof *x) == 0, "dropout backward from the recorded mask differs");
+    free(x);
+    free(drawn);
+    free(kept);
+    free(keep);
+
+    enum { B = 2, N = 13, D = 8, H = 2 };
+    const size_t nqkv = (size_t)B * N * 3 * D, nout = (size_t)B * N * D;
+    float *qkv = malloc(nqkv * sizeof *qkv), *out = malloc(nout * sizeof *out), *d_out = malloc(nout * sizeof *out);
+    float *probs = malloc((size_t)B * H * N * N * sizeof *probs), *scratch = malloc(attention_scratch_size(N, 64) * sizeof *scratch);
+    float *dqkv_drawn = malloc(nqkv * sizeof *qkv), *dqkv_kept = malloc(nqkv * sizeof *qkv);
+    uint8_t *attn_keep = calloc((size_t)B * H * attention_keep_bytes(N), 1);
+    for (size_t i = 0; i < nqkv; i++)
+        qkv[i] = sinf((float)i);
+    for (size_t i = 0; i < nout; i++)
+        d_out[i] = cosf((float)i);
+    DropoutSite drop = {0.25f, 3, 1, 4, 0, 0, NULL};
+    attention_backward(dqkv_drawn, NULL, d_out, qkv, NULL, B, N, D, H, drop, scratch);
+    drop.keep = attn_keep;
+    attention_forward(out, probs, qkv, NULL, B, N, D, H, drop, scratch);
+    attention_backward(dqkv_kept, NULL, d_out, qkv, NULL, B, N, D, H, drop, scratch);
+    CHECK(memcmp(dqkv_drawn, dqkv_kept, nqkv * sizeof *qkv) == 0,
+          "attention backward from the recorded mask differs from the drawn one");
+    free(qkv); free(out); free(d_out); free(probs); free(scratch); free(dqkv_drawn); free(dqkv_kept); free(attn_keep);
 }
 
 /* Errors are printed as one line by cli/, so a message quoting bad input (a
@@ -493,6 +545,7 @@ int main(void)
 {
     test_error_one_line();
     test_gelu_precision();
+    test_dropout_keep_mask();
     test_targets();
     test_ema();
     test_adamw();
