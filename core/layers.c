@@ -386,6 +386,26 @@ void gelu_backward_recompute(real *out, real *d_in, const real *d_out, const rea
     }
 }
 
+void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in, const real *mean,
+                                   const real *rstd, const real *gamma, const real *beta, int M, int D)
+{
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const real *x = in + (size_t)m * D, *dy = d_out + (size_t)m * D;
+        real *dx = d_in + (size_t)m * D;
+        const real mu = mean[m], r = rstd[m];
+#pragma omp simd
+        for (int d = 0; d < D; d++) {
+            /* layernorm_row's expression: the recompute's bits */
+            const real xhat = (x[d] - mu) * r;
+            const real y = gamma ? xhat * gamma[d] + beta[d] : xhat;
+            real pdf;
+            const real cdf = normal_cdf(y, &pdf);
+            dx[d] = dy[d] * (cdf + y * pdf);
+        }
+    }
+}
+
 /* ---- dropout -------------------------------------------------------------------- */
 
 /* Uniforms are drawn in chunks so each Philox block (four values) is

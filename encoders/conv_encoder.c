@@ -166,19 +166,15 @@ static void conv_weight_kc_add_back(real *w, const real *g_kc, int C_out, int C_
 
 /* ---- feature encoder ------------------------------------------------------------------- */
 
-/* Layer l's tail from its saved conv output: out = GELU(LN(conv)) with
- * the forward's mean and 1/std, or only the LN when gelu is 0. The same
- * functions as the forward, so the recompute gives the same bits. */
+/* Layer l's output from its saved conv output: out = GELU(LN(conv)) with
+ * the forward's mean and 1/std. The same functions as the forward, so the
+ * recompute gives the same bits. */
 static void ln_gelu(real *out, const ConvEncoderBuffers *buf, const ConvEncoderParams *params,
-                    const ConvEncoderPlan *plan, int l, int gelu)
+                    const ConvEncoderPlan *plan, int l)
 {
     const int M = plan->B * plan->t_out[l], C = plan->c_out[l];
-    if (gelu)
-        layernorm_gelu_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l],
-                                 params->ln_bias[l], M, C);
-    else
-        layernorm_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l], params->ln_bias[l],
-                            M, C);
+    layernorm_gelu_recompute(out, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l], params->ln_bias[l],
+                             M, C);
 }
 
 void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvEncoderParams *params,
@@ -217,15 +213,17 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l], S = plan->stride[l];
         const int M = B * plan->t_out[l], width = C_in * K;
 
-        ln_gelu(buf->act, buf, params, plan, l, 0); /* GELU's input */
-        gelu_backward(d, d_act, buf->act, plan->act_size[l]);
+        /* GELU's input, the layer norm's output, is recomputed inside:
+         * one pass instead of writing it out and reading it back. */
+        gelu_backward_after_layernorm(d, d_act, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l],
+                                      params->ln_bias[l], M, C_out);
         layernorm_backward(d, grads->ln_gain[l], grads->ln_bias[l], d, buf->conv[l], buf->mean[l], buf->rstd[l],
                            params->ln_gain[l], M, C_out);
         /* The conv's input (the layer below's output) and its cols were not
          * kept: rebuild them, cheaper than keeping them per layer. */
         const real *x = wave;
         if (l > 0) {
-            ln_gelu(buf->act, buf, params, plan, l - 1, 1);
+            ln_gelu(buf->act, buf, params, plan, l - 1);
             x = buf->act;
         }
         conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, S);

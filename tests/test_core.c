@@ -478,6 +478,22 @@ static void test_gelu_precision(void)
     CHECK(memcmp(dy, dy2, COUNT * sizeof *dy) == 0, "gelu_backward_recompute's gradient differs from gelu_backward");
     free(y2);
     free(dy2);
+    /* GELU's backward with its input recomputed from a layer norm's saved
+     * statistics: the bits of layernorm_recompute then gelu_backward. */
+    enum { ROWS = 7, WIDTH = 40 };
+    float in[ROWS * WIDTH], gamma[WIDTH], beta[WIDTH], mean[ROWS], rstd[ROWS], ln[ROWS * WIDTH];
+    float d_two_pass[ROWS * WIDTH], d_fused[ROWS * WIDTH];
+    for (int i = 0; i < ROWS * WIDTH; i++)
+        in[i] = 3.0f * sinf(0.37f * (float)i) + 0.1f * (float)(i % 5);
+    for (int i = 0; i < WIDTH; i++) {
+        gamma[i] = 0.5f + 0.03f * (float)i;
+        beta[i] = 0.2f - 0.01f * (float)i;
+    }
+    layernorm_forward(ln, mean, rstd, in, gamma, beta, ROWS, WIDTH, 1e-5f);
+    gelu_backward(d_two_pass, in, ln, ROWS * WIDTH);
+    gelu_backward_after_layernorm(d_fused, in, in, mean, rstd, gamma, beta, ROWS, WIDTH);
+    CHECK(memcmp(d_two_pass, d_fused, sizeof d_fused) == 0,
+          "gelu_backward_after_layernorm differs from layernorm_recompute + gelu_backward");
     free(x);
     free(y);
     free(ones);
