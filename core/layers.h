@@ -74,8 +74,8 @@ void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in
                                    const real *rstd, const real *gamma, const real *beta, int M, int D);
 
 /* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
- * based RNG at (seed, site, step) so the backward regenerates the same mask
- * and nothing depends on thread scheduling. p == 0 copies (or no-ops when
+ * based RNG at (seed, site, step), so nothing depends on thread scheduling
+ * and a backward without a recorded mask (keep below) can draw it again. p == 0 copies (or no-ops when
  * out == in). In-place (out == in) is allowed. */
 typedef struct {
     real p;
