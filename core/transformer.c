@@ -247,7 +247,7 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
     /* fc2's input GELU(fc1) was not kept (act is shared by the blocks).
      * One pass recomputes it and takes d through GELU, both from one erf
      * and exp per element; it overwrites fc1, which nothing reads after
-     * this. Dropout's mask is a function of the step and layer. */
+     * this. Dropout's mask is the forward's, read back from its bits. */
     const DropoutSite act_drop = site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0, a->act_keep);
     linear_backward(s->d_f, NULL, g + p->fc2_b, s->d_c, NULL, w + p->fc2_w, M, F, D, 0);
     dropout_backward(s->d_f, s->d_f, (size_t)M * F, act_drop);
