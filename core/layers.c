@@ -386,8 +386,10 @@ void gelu_backward_recompute(real *out, real *d_in, const real *d_out, const rea
     }
 }
 
-void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in, const real *mean,
-                                   const real *rstd, const real *gamma, const real *beta, int M, int D)
+/* d_in (M,D) = d_out * GELU'(y), y = layer norm(in) recomputed per element
+ * from the saved statistics (layernorm_row's expression); d_in may be d_out. */
+static void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in, const real *mean,
+                                          const real *rstd, const real *gamma, const real *beta, int M, int D)
 {
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
@@ -396,13 +398,75 @@ void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in
         const real mu = mean[m], r = rstd[m];
 #pragma omp simd
         for (int d = 0; d < D; d++) {
-            /* layernorm_row's expression: the recompute's bits */
             const real xhat = (x[d] - mu) * r;
             const real y = gamma ? xhat * gamma[d] + beta[d] : xhat;
             real pdf;
             const real cdf = normal_cdf(y, &pdf);
             dx[d] = dy[d] * (cdf + y * pdf);
         }
+    }
+}
+
+/* Rows go in this many fixed blocks: each block sums its rows' gain and
+ * bias gradients, and the blocks are added in block order (omp ordered),
+ * so the sums do not depend on the thread count. Channels up to
+ * LN_GELU_MAX_D keep a block's sums on the stack; wider rows take the
+ * separate passes. */
+#define LN_GELU_BLOCKS 32
+#define LN_GELU_MAX_D 1024
+
+void layernorm_gelu_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
+                             const real *mean, const real *rstd, const real *gamma, const real *beta, int M, int D)
+{
+    if (D > LN_GELU_MAX_D) {
+        gelu_backward_after_layernorm(d_in, d_out, in, mean, rstd, gamma, beta, M, D);
+        layernorm_backward(d_in, d_gamma, d_beta, d_in, in, mean, rstd, gamma, M, D);
+        return;
+    }
+    const int blocks = M < LN_GELU_BLOCKS ? M : LN_GELU_BLOCKS;
+#pragma omp parallel for ordered schedule(static, 1)
+    for (int blk = 0; blk < blocks; blk++) {
+        const int m0 = (int)((long long)M * blk / blocks), m1 = (int)((long long)M * (blk + 1) / blocks);
+        real block_dgamma[LN_GELU_MAX_D], block_dbeta[LN_GELU_MAX_D];
+        for (int d = 0; d < D; d++)
+            block_dgamma[d] = block_dbeta[d] = 0;
+        for (int m = m0; m < m1; m++) {
+            const real *x = in + (size_t)m * D, *dy = d_out + (size_t)m * D;
+            real *dx = d_in + (size_t)m * D;
+            const real mu = mean[m], r = rstd[m];
+            real sum_dxhat = 0, sum_dxhat_xhat = 0;
+            /* Through GELU, its input the layer norm's output recomputed
+             * (layernorm_row's expression); dx holds d(LN output) for now. */
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
+            for (int d = 0; d < D; d++) {
+                const real xhat = (x[d] - mu) * r;
+                const real y = gamma ? xhat * gamma[d] + beta[d] : xhat;
+                real pdf;
+                const real cdf = normal_cdf(y, &pdf);
+                const real g = dy[d] * (cdf + y * pdf);
+                dx[d] = g;
+                block_dgamma[d] += g * xhat;
+                block_dbeta[d] += g;
+                const real dxhat = gamma ? g * gamma[d] : g;
+                sum_dxhat += dxhat;
+                sum_dxhat_xhat += dxhat * xhat;
+            }
+            sum_dxhat /= (real)D;
+            sum_dxhat_xhat /= (real)D;
+            /* Layer norm's backward, as layernorm_backward's row pass. */
+#pragma omp simd
+            for (int d = 0; d < D; d++) {
+                const real xhat = (x[d] - mu) * r;
+                const real dxhat = gamma ? dx[d] * gamma[d] : dx[d];
+                dx[d] = r * (dxhat - sum_dxhat - xhat * sum_dxhat_xhat);
+            }
+        }
+#pragma omp ordered
+        if (d_gamma)
+            for (int d = 0; d < D; d++) {
+                d_gamma[d] += block_dgamma[d];
+                d_beta[d] += block_dbeta[d];
+            }
     }
 }
 

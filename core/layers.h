@@ -67,11 +67,12 @@ void layernorm_gelu_forward(real *out, real *mean, real *rstd, const real *in, c
 void layernorm_gelu_recompute(real *out, const real *in, const real *mean, const real *rstd, const real *gamma,
                               const real *beta, int M, int D);
 
-/* d_in (M,D) = d_out * GELU'(y), y = layer norm(in) from the saved mean and
- * 1/std, recomputed per element rather than read from a kept (M,D) buffer:
- * the GELU step of layernorm_gelu_forward's backward. d_in may be d_out. */
-void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in, const real *mean,
-                                   const real *rstd, const real *gamma, const real *beta, int M, int D);
+/* The backward of out = GELU(layer norm(in)) (layernorm_gelu_forward): d_in
+ * (M,D) from d_out, and d_gamma, d_beta (D) added to, from the saved mean
+ * and 1/std. GELU's input is recomputed per element, not kept, and the
+ * whole backward is one pass over the rows. d_in may be d_out. */
+void layernorm_gelu_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
+                             const real *mean, const real *rstd, const real *gamma, const real *beta, int M, int D);
 
 /* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
  * based RNG at (seed, site, step), so nothing depends on thread scheduling

@@ -213,12 +213,10 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l], S = plan->stride[l];
         const int M = B * plan->t_out[l], width = C_in * K;
 
-        /* GELU's input, the layer norm's output, is recomputed inside:
-         * one pass instead of writing it out and reading it back. */
-        gelu_backward_after_layernorm(d, d_act, buf->conv[l], buf->mean[l], buf->rstd[l], params->ln_gain[l],
-                                      params->ln_bias[l], M, C_out);
-        layernorm_backward(d, grads->ln_gain[l], grads->ln_bias[l], d, buf->conv[l], buf->mean[l], buf->rstd[l],
-                           params->ln_gain[l], M, C_out);
+        /* Through GELU and the layer norm in one pass; GELU's input, the
+         * layer norm's output, is recomputed inside. */
+        layernorm_gelu_backward(d, grads->ln_gain[l], grads->ln_bias[l], d_act, buf->conv[l], buf->mean[l],
+                                buf->rstd[l], params->ln_gain[l], params->ln_bias[l], M, C_out);
         /* The conv's input (the layer below's output) and its cols were not
          * kept: rebuild them, cheaper than keeping them per layer. */
         const real *x = wave;

@@ -478,26 +478,54 @@ static void test_gelu_precision(void)
     CHECK(memcmp(dy, dy2, COUNT * sizeof *dy) == 0, "gelu_backward_recompute's gradient differs from gelu_backward");
     free(y2);
     free(dy2);
-    /* GELU's backward with its input recomputed from a layer norm's saved
-     * statistics: the bits of layernorm_recompute then gelu_backward. */
-    enum { ROWS = 7, WIDTH = 40 };
-    float in[ROWS * WIDTH], gamma[WIDTH], beta[WIDTH], mean[ROWS], rstd[ROWS], ln[ROWS * WIDTH];
-    float d_two_pass[ROWS * WIDTH], d_fused[ROWS * WIDTH];
-    for (int i = 0; i < ROWS * WIDTH; i++)
-        in[i] = 3.0f * sinf(0.37f * (float)i) + 0.1f * (float)(i % 5);
-    for (int i = 0; i < WIDTH; i++) {
-        gamma[i] = 0.5f + 0.03f * (float)i;
-        beta[i] = 0.2f - 0.01f * (float)i;
-    }
-    layernorm_forward(ln, mean, rstd, in, gamma, beta, ROWS, WIDTH, 1e-5f);
-    gelu_backward(d_two_pass, in, ln, ROWS * WIDTH);
-    gelu_backward_after_layernorm(d_fused, in, in, mean, rstd, gamma, beta, ROWS, WIDTH);
-    CHECK(memcmp(d_two_pass, d_fused, sizeof d_fused) == 0,
-          "gelu_backward_after_layernorm differs from layernorm_recompute + gelu_backward");
     free(x);
     free(y);
     free(ones);
     free(dy);
+}
+
+/* layernorm_gelu_backward (one pass, GELU's input recomputed, gain and
+ * bias gradients summed in fixed row blocks) against the three separate
+ * steps: layer norm, GELU's backward, layer norm's backward. Rows narrower
+ * and wider than the one-pass limit (1024 channels), fewer rows than
+ * blocks and more. */
+static void test_layernorm_gelu_backward(void)
+{
+    const int shapes[3][2] = {{7, 40}, {75, 256}, {3, 1100}};
+    for (int s = 0; s < 3; s++) {
+        const int M = shapes[s][0], D = shapes[s][1];
+        const size_t n = (size_t)M * D;
+        float *in = malloc(n * sizeof *in), *dy = malloc(n * sizeof *in), *ln = malloc(n * sizeof *in);
+        float *want = malloc(n * sizeof *in), *got = malloc(n * sizeof *in);
+        float *gamma = malloc(D * sizeof *in), *beta = malloc(D * sizeof *in), *mean = malloc(M * sizeof *in),
+              *rstd = malloc(M * sizeof *in);
+        float *dg_want = calloc(D, sizeof *in), *db_want = calloc(D, sizeof *in), *dg = calloc(D, sizeof *in),
+              *db = calloc(D, sizeof *in);
+        for (size_t i = 0; i < n; i++) {
+            in[i] = 3.0f * sinf(0.37f * (float)i) + 0.1f * (float)(i % 5);
+            dy[i] = cosf(0.11f * (float)i);
+        }
+        for (int i = 0; i < D; i++) {
+            gamma[i] = 0.5f + 0.003f * (float)i;
+            beta[i] = 0.2f - 0.001f * (float)i;
+        }
+        layernorm_forward(ln, mean, rstd, in, gamma, beta, M, D, 1e-5f);
+        gelu_backward(want, dy, ln, n);
+        layernorm_backward(want, dg_want, db_want, want, in, mean, rstd, gamma, M, D);
+        memcpy(got, dy, n * sizeof *got); /* in place, as the conv encoder calls it */
+        layernorm_gelu_backward(got, dg, db, got, in, mean, rstd, gamma, beta, M, D);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++)
+            worst = fmax(worst, fabs(got[i] - want[i]) / (1e-3 + fabs(want[i])));
+        for (int i = 0; i < D; i++) {
+            worst = fmax(worst, fabs(dg[i] - dg_want[i]) / (1e-3 + fabs(dg_want[i])));
+            worst = fmax(worst, fabs(db[i] - db_want[i]) / (1e-3 + fabs(db_want[i])));
+        }
+        CHECK(worst < 1e-4, "layernorm_gelu_backward %d x %d: worst relative difference %.3g from the three steps",
+              M, D, worst);
+        free(in); free(dy); free(ln); free(want); free(got); free(gamma); free(beta); free(mean); free(rstd);
+        free(dg_want); free(db_want); free(dg); free(db);
+    }
 }
 
 /* The float build records dropout masks in vector mask registers
@@ -562,6 +590,7 @@ int main(void)
     test_error_one_line();
     test_gelu_precision();
     test_dropout_keep_mask();
+    test_layernorm_gelu_backward();
     test_targets();
     test_ema();
     test_adamw();
