@@ -386,8 +386,20 @@ void gelu_backward_recompute(real *out, real *d_in, const real *d_out, const rea
     }
 }
 
-/* d_in (M,D) = d_out * GELU'(y), y = layer norm(in) recomputed per element
- * from the saved statistics (layernorm_row's expression); d_in may be d_out. */
+/* dy * GELU'(y) at y = the layer norm of x, recomputed from its row's mean
+ * and 1/std by layernorm_row's expression (so with the recompute's bits);
+ * *xhat gets the normalised x, which layer norm's backward needs too. */
+static inline real gelu_grad_at_layernorm(real dy, real x, real mu, real r, const real *gamma, const real *beta,
+                                          int d, real *xhat)
+{
+    *xhat = (x - mu) * r;
+    const real y = gamma ? *xhat * gamma[d] + beta[d] : *xhat;
+    real pdf;
+    const real cdf = normal_cdf(y, &pdf);
+    return dy * (cdf + y * pdf);
+}
+
+/* d_in (M,D) = d_out * GELU'(layer norm(in)); d_in may be d_out. */
 static void gelu_backward_after_layernorm(real *d_in, const real *d_out, const real *in, const real *mean,
                                           const real *rstd, const real *gamma, const real *beta, int M, int D)
 {
@@ -398,11 +410,8 @@ static void gelu_backward_after_layernorm(real *d_in, const real *d_out, const r
         const real mu = mean[m], r = rstd[m];
 #pragma omp simd
         for (int d = 0; d < D; d++) {
-            const real xhat = (x[d] - mu) * r;
-            const real y = gamma ? xhat * gamma[d] + beta[d] : xhat;
-            real pdf;
-            const real cdf = normal_cdf(y, &pdf);
-            dx[d] = dy[d] * (cdf + y * pdf);
+            real xhat;
+            dx[d] = gelu_grad_at_layernorm(dy[d], x[d], mu, r, gamma, beta, d, &xhat);
         }
     }
 }
@@ -435,15 +444,11 @@ void layernorm_gelu_backward(real *d_in, real *d_gamma, real *d_beta, const real
             real *dx = d_in + (size_t)m * D;
             const real mu = mean[m], r = rstd[m];
             real sum_dxhat = 0, sum_dxhat_xhat = 0;
-            /* Through GELU, its input the layer norm's output recomputed
-             * (layernorm_row's expression); dx holds d(LN output) for now. */
+            /* Through GELU; dx holds d(LN output) for now. */
 #pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
             for (int d = 0; d < D; d++) {
-                const real xhat = (x[d] - mu) * r;
-                const real y = gamma ? xhat * gamma[d] + beta[d] : xhat;
-                real pdf;
-                const real cdf = normal_cdf(y, &pdf);
-                const real g = dy[d] * (cdf + y * pdf);
+                real xhat;
+                const real g = gelu_grad_at_layernorm(dy[d], x[d], mu, r, gamma, beta, d, &xhat);
                 dx[d] = g;
                 block_dgamma[d] += g * xhat;
                 block_dbeta[d] += g;

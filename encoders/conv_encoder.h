@@ -85,10 +85,11 @@ typedef struct {
  * layer norm's input, act_size[l]) with its mean and 1/std (stat_size[l]),
  * and the encoder's output `out` (act_size of the last layer). A layer's
  * layer-norm and GELU outputs are not kept: the backward recomputes them
- * from conv, mean and 1/std (two element-wise passes against the conv's
- * GEMMs; issue 6: at 2 s crops they were two thirds of the CNN's memory).
+ * from conv, mean and 1/std (issue 6: at 2 s crops they were two thirds of
+ * the CNN's memory); layernorm_gelu_backward does so per element, and the
+ * layer below's GELU output, the conv's input, goes through act.
  * Scratch, free between forward and backward: act (act_max: one layer's
- * normed, then GELU output), cols (cols_size), grad (grad_size), weight_kc
+ * GELU output), cols (cols_size), grad (grad_size), weight_kc
  * (2 * weight_max: a layer's weight and its gradient in the cols' order). */
 typedef struct {
     real *conv[CONV_MAX_LAYERS];
