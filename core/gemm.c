@@ -18,9 +18,10 @@
  * Packing pads panels with zeros, so the kernel has no edge cases; only the
  * final store is masked to the rows and columns that exist.
  *
- * Threads split the rows of C into contiguous ranges of whole panels. A
- * C element is always summed by one thread, k in increasing order, KC at a
- * time, so results are the same for any thread count. */
+ * Threads share out the rows of C in whole panels: in chunks taken by
+ * whichever thread is free, or, for a transposed A, in one contiguous range
+ * each. A C element is always summed by one thread, k in increasing order,
+ * KC at a time, so results are the same for any thread count. */
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -270,6 +271,48 @@ const char *d2v_sgemm_name(void)
     return use_avx512() ? "d2v avx512" : "openblas";
 }
 
+/* One KC x NC pass of the product for A's panels first .. last, packed MC
+ * rows at a time into my_a: C[rows, jc .. jc+nc) = alpha op(A) op(B) +
+ * pass_beta C (or + pass_bias) over depth pc .. pc+kc. */
+typedef struct {
+    int pc, kc, jc, nc;
+    float pass_beta;
+    const float *pass_bias;
+} Pass;
+
+static void multiply_panels(Operand a, int first, int last, int M, Pass p, const float *b_pack, float *my_a,
+                            float *C, int ldc, float alpha)
+{
+    const int b_panels = (p.nc + NR - 1) / NR;
+    for (int ip = first; ip < last; ip += MC / MR) {
+        const int ip_end = ip + MC / MR < last ? ip + MC / MR : last;
+        pack_a_block(my_a, a, ip, ip_end, M, p.pc, p.kc);
+        for (int jp = 0; jp < b_panels; jp++) {
+            const int cols = p.nc - jp * NR < NR ? p.nc - jp * NR : NR;
+            for (int q = ip; q < ip_end; q++) {
+                const int rows = M - q * MR < MR ? M - q * MR : MR;
+                microkernel(p.kc, my_a + (size_t)(q - ip) * A_PANEL, !a.transposed, b_pack + (size_t)jp * NR * p.kc,
+                            C + (size_t)q * MR * ldc + p.jc + jp * NR, ldc, rows, cols, alpha, p.pass_beta,
+                            p.pass_bias ? p.pass_bias + p.jc + jp * NR : NULL);
+            }
+        }
+    }
+}
+
+/* Panels of C's rows a thread takes at a time when they are dealt out
+ * dynamically: 48 rows, or more where a pass is shallow or narrow, so a
+ * chunk is at least ~2M multiply-adds and taking one (an atomic on a
+ * line both cores write) stays a small part of it (the speech CNN's first
+ * layer has 10 of depth). */
+static int row_chunk(int nc, int kc)
+{
+    const double work = (double)MR * nc * kc;
+    int chunk = 4;
+    while (chunk * work < 2e6 && chunk < 256)
+        chunk *= 2;
+    return chunk;
+}
+
 static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, const float *bias,
                           float *C, int ldc, float *b_pack, float *a_pack, int threads)
 {
@@ -280,7 +323,7 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
         float *my_a = a_pack + (size_t)t * (MC / MR) * A_PANEL;
         const int first = (int)((long long)panels * t / threads), last = (int)((long long)panels * (t + 1) / threads);
         for (int jc = 0; jc < N; jc += NC) {
-            const int nc = N - jc < NC ? N - jc : NC, b_panels = (nc + NR - 1) / NR;
+            const int nc = N - jc < NC ? N - jc : NC;
             for (int pc = 0; pc < K; pc += KC) {
                 const int kc = K - pc < KC ? K - pc : KC;
                 /* The first pass over k applies beta (or the bias); later
@@ -290,18 +333,28 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
                 /* Every thread's microkernels read all of B: packed by
                  * all, and the omp for's barrier waits for the whole. */
                 pack_b_block(b_pack, b, jc, nc, pc, kc);
-                for (int ip = first; ip < last; ip += MC / MR) {
-                    const int ip_end = ip + MC / MR < last ? ip + MC / MR : last;
-                    pack_a_block(my_a, a, ip, ip_end, M, pc, kc);
-                    for (int jp = 0; jp < b_panels; jp++) {
-                        const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
-                        for (int q = ip; q < ip_end; q++) {
-                            const int rows = M - q * MR < MR ? M - q * MR : MR;
-                            microkernel(kc, my_a + (size_t)(q - ip) * A_PANEL, !a.transposed, b_pack + (size_t)jp * NR * kc,
-                                        C + (size_t)q * MR * ldc + jc + jp * NR, ldc, rows, cols, alpha, pass_beta,
-                                        pass_bias ? pass_bias + jc + jp * NR : NULL);
-                        }
+                const Pass pass = {pc, kc, jc, nc, pass_beta, pass_bias};
+                if (!a.transposed && threads > 1) {
+                    /* Rows go to whichever thread is free, a chunk at a time: on
+                     * this shared machine one core often runs slower for a
+                     * while, and with a fixed half each the other waited at
+                     * the barrier (issue 6: 2 threads, forward and input-
+                     * gradient shapes, 195-215 -> 230-255 GFLOP/s in slow
+                     * spells, equal in quiet ones). Which thread computes a
+                     * block does not change its bits. */
+                    const int chunk = row_chunk(nc, kc), chunks = (panels + chunk - 1) / chunk;
+#pragma omp for schedule(dynamic, 1) nowait
+                    for (int c = 0; c < chunks; c++) {
+                        const int lo = c * chunk, hi = lo + chunk < panels ? lo + chunk : panels;
+                        multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
                     }
+                } else {
+                    /* A transposed A (a weight gradient: K is the batch's
+                     * positions, many passes) keeps a fixed half per thread,
+                     * so each thread's rows of C stay in its own L2 from
+                     * pass to pass; dealt out dynamically these ran 5-15%
+                     * slower. */
+                    multiply_panels(a, first, last, M, pass, b_pack, my_a, C, ldc, alpha);
                 }
                 /* Nobody repacks B while another thread still reads it. */
 #pragma omp barrier
@@ -388,6 +441,30 @@ static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
     return 1;
 }
 
+int d2v_sgemm_reads_overlapping_rows(void)
+{
+    return use_avx512();
+}
+
+/* Row-major C = alpha op(A) op(B) + beta C, one dot product at a time: what
+ * is left for operands BLAS refuses (rows that overlap) when the AVX-512
+ * path cannot run. Slow, and reached only then. */
+static void plain_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
+                        const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float sum = 0;
+            for (int k = 0; k < K; k++) {
+                const float a = trans_a == CblasNoTrans ? A[(size_t)m * lda + k] : A[(size_t)k * lda + m];
+                const float b = trans_b == CblasNoTrans ? B[(size_t)k * ldb + n] : B[(size_t)n * ldb + k];
+                sum += a * b;
+            }
+            float *c = C + (size_t)m * ldc + n;
+            *c = alpha * sum + (beta == 0 ? 0 : beta * *c);
+        }
+}
+
 void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
@@ -400,6 +477,12 @@ void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans
         }
         if (avx512_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc))
             return;
+    }
+    const int overlapping = order == CblasRowMajor && ((trans_a == CblasNoTrans && lda < K) ||
+                                                       (trans_b == CblasNoTrans && ldb < N));
+    if (overlapping) {
+        plain_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
     }
     cblas_sgemm(order, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }

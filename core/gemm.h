@@ -12,7 +12,11 @@
 #include <cblas.h>
 
 /* Same arguments as cblas_sgemm. Every element of C is summed over k in one
- * fixed order whatever the thread count, so results do not depend on it. */
+ * fixed order whatever the thread count, so results do not depend on it.
+ * Unlike BLAS, a row-major operand that is not transposed may have rows
+ * that overlap (lda < K, ldb < N): a strided convolution's windows read in
+ * place. Fast where d2v_sgemm_reads_overlapping_rows() says so, correct
+ * (one dot product at a time) elsewhere. */
 void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
@@ -20,6 +24,10 @@ void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans
  * layer's forward in one pass over C. Row-major. */
 void d2v_sgemm_bias(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, const float *A, int lda,
                     const float *B, int ldb, const float *bias, float *C, int ldc);
+
+/* 1 where d2v_sgemm reads overlapping rows at full speed (its own kernel
+ * packs them like any rows); 0 where a caller should copy them out first. */
+int d2v_sgemm_reads_overlapping_rows(void);
 
 /* "d2v avx512" or "openblas": which implementation d2v_sgemm runs here. */
 const char *d2v_sgemm_name(void);

@@ -17,10 +17,12 @@
 #ifdef D2V_DOUBLE
 typedef double real;
 #define gemm cblas_dgemm
+#define gemm_reads_overlapping_rows() 0
 #define REAL_NAME "f64"
 #else
 typedef float real;
 #define gemm d2v_sgemm
+#define gemm_reads_overlapping_rows() d2v_sgemm_reads_overlapping_rows()
 #define REAL_NAME "f32"
 #endif
 

@@ -1,8 +1,8 @@
 /* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
  * computed here, over every transpose pair, edge sizes around its blocks
  * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
- * leading dimensions; plus BLAS's beta = 0 rule, thread-count independence, and the
- * D2V_GEMM=openblas switch. */
+ * leading dimensions, rows that overlap (lda < K); plus BLAS's beta = 0 rule,
+ * thread-count independence, and the D2V_GEMM=openblas switch. */
 #include "check.h"
 #include "gemm.h"
 
@@ -78,6 +78,45 @@ static void check_product(int ta, int tb, int M, int N, int K, float alpha, floa
     free(bias);
 }
 
+/* Rows that overlap, as a strided convolution's windows: A (not
+ * transposed) with row stride lda < K, or B (not transposed) with ldb < N.
+ * Checked against double precision like check_product. */
+static void check_overlapping(int ta, int tb, int M, int N, int K, int lda, int ldb)
+{
+    const size_t a_size = ta ? (size_t)K * lda : (size_t)(M - 1) * lda + K;
+    const size_t b_size = tb ? (size_t)N * ldb : (size_t)(K - 1) * ldb + N;
+    float *A = random_floats(a_size), *B = random_floats(b_size), *C = malloc((size_t)M * N * sizeof *C);
+    d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B,
+              ldb, 0.0f, C, N);
+    double worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double sum = 0, magnitude = 0;
+            for (int k = 0; k < K; k++) {
+                const double a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
+                const double b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
+                sum += a * b;
+                magnitude += fabs(a * b);
+            }
+            const double err = fabs(C[(size_t)m * N + n] - sum) / (4 * 6e-8 * magnitude * (K + 2) + 1e-30);
+            worst = err > worst ? err : worst;
+        }
+    CHECK(worst <= 1, "overlapping rows (%s) %c%c M=%d N=%d K=%d lda=%d ldb=%d: error %.2f x the rounding bound",
+          d2v_sgemm_name(), "NT"[ta], "NT"[tb], M, N, K, lda, ldb, worst);
+    free(A);
+    free(B);
+    free(C);
+}
+
+static void check_overlapping_shapes(void)
+{
+    check_overlapping(0, 1, 300, 256, 768, 512, 768); /* a speech CNN layer: kernel 3, stride 2, 256 channels */
+    check_overlapping(0, 1, 100, 64, 10, 5, 10);      /* the first layer: kernel 10, stride 5, one channel */
+    check_overlapping(0, 0, 50, 40, 30, 12, 40);
+    check_overlapping(1, 0, 256, 768, 300, 256, 512); /* its weight gradient: the windows as B */
+    check_overlapping(0, 0, 64, 100, 40, 40, 20);
+}
+
 static int same_bits(const float *a, const float *b, size_t n)
 {
     return memcmp(a, b, n * sizeof *a) == 0;
@@ -102,6 +141,8 @@ int main(void)
                   K = 1 + (int)((uniform() + 0.5f) * 600);
         check_product(t % 2, (t / 2) % 2, M, N, K, alphas[t % 3], betas[(t / 3) % 3], 1 + t % 3, t % 5 == 0);
     }
+
+    check_overlapping_shapes();
 
     /* beta = 0 must not read C: NaN there does not reach the result. */
     {
@@ -153,6 +194,8 @@ int main(void)
         CHECK(same_bits(two, nested, (size_t)M * N), "D2V_GEMM=openblas did not give cblas_sgemm's bits");
         /* and d2v_sgemm_bias's OpenBLAS path is still right */
         check_product(0, 1, 100, 70, 300, 1.0f, 0.0f, 2, 1);
+        /* BLAS refuses overlapping rows: d2v_sgemm computes them itself */
+        check_overlapping_shapes();
         unsetenv("D2V_GEMM");
         free(A);
         free(B);
