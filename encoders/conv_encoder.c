@@ -1,6 +1,6 @@
 /* conv_encoder.c — the speech front-end (wav2vec 2.0 §2, data2vec audio): the
  * conv feature encoder and the convolutional positional encoder, each conv
- * done as im2col + one GEMM as in patch_embed.c. */
+ * done as GEMMs over its windows (im2col, or the windows read in place). */
 #include "conv_encoder.h"
 
 #include "layers.h"
@@ -164,6 +164,91 @@ static void conv_weight_kc_add_back(real *w, const real *g_kc, int C_out, int C_
                 w[((size_t)o * C_in + c) * K + k] += g_kc[((size_t)o * K + k) * C_in + c];
 }
 
+/* ---- the two matmuls that read the windows --------------------------------------------- */
+
+/* Window t of waveform b, the conv's input row (b, t), is K*C_in contiguous
+ * reals of the channels-last input from frame t*S: consecutive windows
+ * overlap (row stride S*C_in < K*C_in), and a waveform's last window need
+ * not end at its last frame. Where the matmul reads overlapping rows
+ * (gemm_reads_overlapping_rows) it takes them in place, one call per
+ * waveform, or one for the batch when the windows tile it exactly; the
+ * im2col copy, 78 MB at layer 1 of speech_tiny, then never exists (issue 6:
+ * it was 3.6% of a speech step, a memmove). Elsewhere they are copied into
+ * cols first. */
+static int windows_tile_batch(int T_in, int K, int S)
+{
+    return K == S && T_in == conv_out_length(T_in, K, S) * S;
+}
+
+/* conv (B*T_out, C_out) = windows . W_kc^T */
+static void conv1d_forward_gemm(real *conv, const real *x, const real *w_kc, real *cols, int B, int T_in, int C_in,
+                                int C_out, int K, int S)
+{
+    const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
+    const int in_place = gemm_reads_overlapping_rows();
+    if (!in_place || windows_tile_batch(T_in, K, S)) {
+        if (!in_place)
+            conv1d_im2col(cols, x, B, T_in, C_in, K, S);
+        const real *rows = in_place ? x : cols;
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T_out, C_out, width, R(1), rows, width, w_kc, width, R(0),
+             conv, C_out);
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, T_out, C_out, width, R(1), x + (size_t)b * T_in * C_in, S * C_in,
+             w_kc, width, R(0), conv + (size_t)b * T_out * C_out, C_out);
+}
+
+/* d_W_kc (C_out, K*C_in) = d_conv^T . windows, summed over the batch's
+ * frames in order (per waveform when read in place). */
+static void conv1d_weight_grad_gemm(real *d_w_kc, const real *d_conv, const real *x, real *cols, int B, int T_in,
+                                    int C_in, int C_out, int K, int S)
+{
+    const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
+    const int in_place = gemm_reads_overlapping_rows();
+    if (!in_place || windows_tile_batch(T_in, K, S)) {
+        if (!in_place)
+            conv1d_im2col(cols, x, B, T_in, C_in, K, S);
+        const real *rows = in_place ? x : cols;
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, B * T_out, R(1), d_conv, C_out, rows, width, R(0),
+             d_w_kc, width);
+        return;
+    }
+    for (int b = 0; b < B; b++)
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, T_out, R(1), d_conv + (size_t)b * T_out * C_out,
+             C_out, x + (size_t)b * T_in * C_in, S * C_in, b == 0 ? R(0) : R(1), d_w_kc, width);
+}
+
+/* d_x (B, T_in, C_in), the adjoint of the windows, from d_conv (B*T_out,
+ * C_out): frame t*S + k of waveform b gets d_conv[b, t] . W_kc[:, k*C_in ..
+ * (k+1)*C_in), one matmul per (waveform, k) writing every S-th frame (row
+ * stride S*C_in). k goes down, so a frame sums its windows in the order
+ * conv1d_col2im does (t going up), the first of them with beta = 0; frames
+ * [0, K-S), which a k < K-S meets first with beta = 1, and frames past
+ * the last window start at zero. Nothing the size of the windows (78 MB
+ * at layer 1 of speech_tiny) is written and read back. Windows with gaps
+ * between them (S > K) take d_cols and col2im. */
+static void conv1d_input_grad_gemm(real *d_x, const real *d_conv, const real *w_kc, real *cols, int B, int T_in,
+                                   int C_in, int C_out, int K, int S)
+{
+    const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
+    if (S > K) {
+        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B * T_out, width, C_out, R(1), d_conv, C_out, w_kc, width,
+             R(0), cols, width);
+        conv1d_col2im(d_x, cols, B, T_in, C_in, K, S);
+        return;
+    }
+    const int covered = (T_out - 1) * S + K;
+    for (int b = 0; b < B; b++) {
+        real *dx = d_x + (size_t)b * T_in * C_in;
+        memset(dx, 0, (size_t)(K - S) * C_in * sizeof *dx);
+        memset(dx + (size_t)covered * C_in, 0, (size_t)(T_in - covered) * C_in * sizeof *dx);
+        for (int k = K - 1; k >= 0; k--)
+            gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_out, C_in, C_out, R(1), d_conv + (size_t)b * T_out * C_out,
+                 C_out, w_kc + (size_t)k * C_in, width, k + S <= K - 1 ? R(1) : R(0), dx + (size_t)k * C_in, S * C_in);
+    }
+}
+
 /* ---- feature encoder ------------------------------------------------------------------- */
 
 /* Layer l's output from its saved conv output: out = GELU(LN(conv)) with
@@ -184,16 +269,16 @@ void conv_encoder_forward(ConvEncoderBuffers *buf, const real *wave, const ConvE
     const real *x = wave; /* (B, T, 1): the waveform is already channels-last */
     for (int l = 0; l <= last; l++) {
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l];
-        const int M = B * plan->t_out[l], width = C_in * K;
-        /* conv (B*T_out, C_out) = cols . W_kc^T; no bias (conv_bias=False
-         * in wav2vec 2.0, the layer norm's beta plays its part). */
-        conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, plan->stride[l]);
+        const int M = B * plan->t_out[l];
+        /* No bias (conv_bias=False in wav2vec 2.0, the layer norm's beta
+         * plays its part). */
         conv_weight_kc(buf->weight_kc, params->weight[l], C_out, C_in, K);
-        gemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, C_out, width, R(1), buf->cols, width, buf->weight_kc,
-             width, R(0), buf->conv[l], C_out);
+        conv1d_forward_gemm(buf->conv[l], x, buf->weight_kc, buf->cols, B, plan->t_in[l], C_in, C_out, K,
+                            plan->stride[l]);
         /* "layer_norm" mode: TransposeLast -> Fp32LayerNorm(C, affine) ->
          * TransposeLast; channels-last makes the transposes free. The input
-         * x is in cols by now, so act can take this layer's output. */
+         * x is spent once conv is written, so act can take this layer's
+         * output. */
         real *y = l == last ? buf->out : buf->act;
         layernorm_gelu_forward(y, buf->mean[l], buf->rstd[l], buf->conv[l], params->ln_gain[l], params->ln_bias[l],
                                M, C_out, CONV_LN_EPS);
@@ -205,41 +290,35 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
                            const ConvEncoderParams *params, ConvEncoderBuffers *buf, const ConvEncoderPlan *plan)
 {
     const int B = plan->B;
-    /* grad carries d(layer output), then in place d(LN output) and d(conv
-     * output), then d(layer input) for the layer below. */
+    /* grad takes d(conv output) from d(layer output) (d_out, then act);
+     * act then holds the layer's input x, then d(x) for the layer below. */
     const real *d_act = d_out;
     real *d = buf->grad;
     for (int l = plan->n_layers - 1; l >= 0; l--) {
         const int C_in = plan->c_in[l], C_out = plan->c_out[l], K = plan->kernel[l], S = plan->stride[l];
-        const int M = B * plan->t_out[l], width = C_in * K;
+        const int M = B * plan->t_out[l];
 
         /* Through GELU and the layer norm in one pass; GELU's input, the
          * layer norm's output, is recomputed inside. */
         layernorm_gelu_backward(d, grads->ln_gain[l], grads->ln_bias[l], d_act, buf->conv[l], buf->mean[l],
                                 buf->rstd[l], params->ln_gain[l], params->ln_bias[l], M, C_out);
-        /* The conv's input (the layer below's output) and its cols were not
-         * kept: rebuild them, cheaper than keeping them per layer. */
+        /* The conv's input (the layer below's output) was not kept:
+         * rebuild it, cheaper than keeping it per layer. */
         const real *x = wave;
         if (l > 0) {
             ln_gelu(buf->act, buf, params, plan, l - 1);
             x = buf->act;
         }
-        conv1d_im2col(buf->cols, x, B, plan->t_in[l], C_in, K, S);
-        /* d_W (C_out, K*C_in) = d_conv^T . cols, added to the gradient in
-         * its (C_out, C_in, K) order */
+        /* d_W, added to the gradient in its (C_out, C_in, K) order */
         real *w_kc = buf->weight_kc, *d_w_kc = buf->weight_kc + plan->weight_max;
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, M, R(1), d, C_out, buf->cols, width, R(0),
-             d_w_kc, width);
+        conv1d_weight_grad_gemm(d_w_kc, d, x, buf->cols, B, plan->t_in[l], C_in, C_out, K, S);
         conv_weight_kc_add_back(grads->weight[l], d_w_kc, C_out, C_in, K);
         if (l == 0 && !d_wave)
             break;
-        /* d_cols (M, K*C_in) = d_conv . W, into the no longer needed cols;
-         * then d_conv is spent and grad takes d(layer input). */
+        /* d(layer input) into act, whose x the weight gradient has spent. */
         conv_weight_kc(w_kc, params->weight[l], C_out, C_in, K);
-        gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, width, C_out, R(1), d, C_out, w_kc, width, R(0),
-             buf->cols, width);
-        real *d_x = l > 0 ? d : d_wave;
-        conv1d_col2im(d_x, buf->cols, B, plan->t_in[l], C_in, K, S);
+        real *d_x = l > 0 ? buf->act : d_wave;
+        conv1d_input_grad_gemm(d_x, d, w_kc, buf->cols, B, plan->t_in[l], C_in, C_out, K, S);
         d_act = d_x;
     }
 }

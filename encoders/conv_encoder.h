@@ -89,8 +89,10 @@ typedef struct {
  * the CNN's memory); layernorm_gelu_backward does so per element, and the
  * layer below's GELU output, the conv's input, goes through act.
  * Scratch, free between forward and backward: act (act_max: one layer's
- * GELU output), cols (cols_size), grad (grad_size), weight_kc
- * (2 * weight_max: a layer's weight and its gradient in the cols' order). */
+ * GELU output, or in the backward the gradient of one layer's input), cols
+ * (cols_size: the windows copied out, where the matmul cannot read them in
+ * place), grad (grad_size), weight_kc (2 * weight_max: a layer's weight and
+ * its gradient in the windows' order). */
 typedef struct {
     real *conv[CONV_MAX_LAYERS];
     real *mean[CONV_MAX_LAYERS], *rstd[CONV_MAX_LAYERS];
