@@ -18,15 +18,16 @@
  * Packing pads panels with zeros, so the kernel has no edge cases; only the
  * final store is masked to the rows and columns that exist.
  *
- * Threads share out the rows of C in whole panels: in chunks taken by
- * whichever thread is free, or, for a transposed A, in one contiguous range
- * each. A C element is always summed by one thread, k in increasing order,
+ * Each thread owns a contiguous range of C's row panels, the same in every
+ * pass over k, and takes it a chunk at a time; a thread that runs out
+ * takes chunks from the far end of another's range. A C element is always summed by one thread, k in increasing order,
  * KC at a time, so results are the same for any thread count. */
 #include "gemm.h"
 
 #include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -299,11 +300,10 @@ static void multiply_panels(Operand a, int first, int last, int M, Pass p, const
     }
 }
 
-/* Panels of C's rows a thread takes at a time when they are dealt out
- * dynamically: 48 rows, or more where a pass is shallow or narrow, so a
- * chunk is at least ~2M multiply-adds and taking one (an atomic on a
- * line both cores write) stays a small part of it (the speech CNN's first
- * layer has 10 of depth). */
+/* Panels of C's rows taken at a time: 48 rows, or more where a pass is
+ * shallow or narrow, so a chunk is at least ~2M multiply-adds and taking
+ * one (an atomic on a line another core may write) stays a small part of
+ * it (the speech CNN's first layer has 10 of depth). */
 static int row_chunk(int nc, int kc)
 {
     const double work = (double)MR * nc * kc;
@@ -313,8 +313,40 @@ static int row_chunk(int nc, int kc)
     return chunk;
 }
 
+/* A thread's share of C's row panels in one pass, [head, tail) packed in
+ * one word: its owner takes chunks from the head, a thread that has run
+ * out of its own takes them from the tail. On one line of its own, so
+ * owners do not fight over a cache line. */
+typedef struct {
+    _Alignas(64) uint64_t range;
+} Share;
+
+static uint64_t share_range(uint32_t head, uint32_t tail)
+{
+    return (uint64_t)tail << 32 | head;
+}
+
+/* Takes up to `chunk` panels from the head (own) or the tail (stealing)
+ * into [*lo, *hi); 0 when the share is empty. */
+static int share_take(Share *share, int chunk, int from_tail, int *lo, int *hi)
+{
+    uint64_t now = __atomic_load_n(&share->range, __ATOMIC_ACQUIRE);
+    for (;;) {
+        const uint32_t head = (uint32_t)now, tail = (uint32_t)(now >> 32);
+        if (head >= tail)
+            return 0;
+        const uint32_t size = tail - head < (uint32_t)chunk ? tail - head : (uint32_t)chunk;
+        const uint64_t next = from_tail ? share_range(head, tail - size) : share_range(head + size, tail);
+        if (__atomic_compare_exchange_n(&share->range, &now, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            *lo = (int)(from_tail ? tail - size : head);
+            *hi = *lo + (int)size;
+            return 1;
+        }
+    }
+}
+
 static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, const float *bias,
-                          float *C, int ldc, float *b_pack, float *a_pack, int threads)
+                          float *C, int ldc, float *b_pack, float *a_pack, Share *shares, int threads)
 {
     const int panels = (M + MR - 1) / MR;
 #pragma omp parallel num_threads(threads)
@@ -330,32 +362,31 @@ static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha
                  * ones add to it. */
                 const float pass_beta = pc == 0 ? beta : 1.0f;
                 const float *pass_bias = pc == 0 ? bias : NULL;
+                /* Each thread owns the same rows in every pass, so its
+                 * rows of C stay in its own L2 from pass to pass; set
+                 * before the packing's barrier, so no thread takes from
+                 * a share left over from the last pass. */
+                __atomic_store_n(&shares[t].range, share_range((uint32_t)first, (uint32_t)last), __ATOMIC_RELEASE);
                 /* Every thread's microkernels read all of B: packed by
                  * all, and the omp for's barrier waits for the whole. */
                 pack_b_block(b_pack, b, jc, nc, pc, kc);
                 const Pass pass = {pc, kc, jc, nc, pass_beta, pass_bias};
-                if (!a.transposed && threads > 1) {
-                    /* Rows go to whichever thread is free, a chunk at a time: on
-                     * this shared machine one core often runs slower for a
-                     * while, and with a fixed half each the other waited at
-                     * the barrier (issue 6: 2 threads, forward and input-
-                     * gradient shapes, 195-215 -> 230-255 GFLOP/s in slow
-                     * spells, equal in quiet ones). Which thread computes a
-                     * block does not change its bits. */
-                    const int chunk = row_chunk(nc, kc), chunks = (panels + chunk - 1) / chunk;
-#pragma omp for schedule(dynamic, 1) nowait
-                    for (int c = 0; c < chunks; c++) {
-                        const int lo = c * chunk, hi = lo + chunk < panels ? lo + chunk : panels;
+                /* A transposed A is packed 16 of its rows at a time across
+                 * all the block's panels: its owner takes whole blocks
+                 * (MC rows), so those copies stay long. */
+                const int chunk = row_chunk(nc, kc), own_chunk = a.transposed ? MC / MR : chunk;
+                int lo, hi;
+                while (share_take(&shares[t], own_chunk, 0, &lo, &hi))
+                    multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
+                /* Then the others' rows, from the far end: on this shared
+                 * machine one core often runs slower for a while, and with
+                 * fixed halves the other waited at the barrier (issue 6:
+                 * 2 threads, forward and input-gradient shapes, 195-215 ->
+                 * 230-255 GFLOP/s in slow spells, equal in quiet ones).
+                 * Which thread computes a block does not change its bits. */
+                for (int v = 1; v < threads; v++)
+                    while (share_take(&shares[(t + v) % threads], chunk, 1, &lo, &hi))
                         multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
-                    }
-                } else {
-                    /* A transposed A (a weight gradient: K is the batch's
-                     * positions, many passes) keeps a fixed half per thread,
-                     * so each thread's rows of C stay in its own L2 from
-                     * pass to pass; dealt out dynamically these ran 5-15%
-                     * slower. */
-                    multiply_panels(a, first, last, M, pass, b_pack, my_a, C, ldc, alpha);
-                }
                 /* Nobody repacks B while another thread still reads it. */
 #pragma omp barrier
             }
@@ -437,7 +468,8 @@ static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
         return 0;
     float *a_pack = b_pack + b_floats;
     Operand a = {A, lda, trans_a != CblasNoTrans}, b = {B, ldb, trans_b != CblasNoTrans};
-    blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, threads);
+    Share shares[threads];
+    blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, shares, threads);
     return 1;
 }
 

@@ -185,6 +185,20 @@ int main(void)
         omp_set_num_threads(saved);
         CHECK(same_bits(one, two, (size_t)M * N), "1 and 2 threads gave different bits");
         CHECK(same_bits(one, nested, (size_t)M * N), "a call inside a parallel region gave different bits");
+        /* 3 threads on 2 cores, where rows are also taken from the tail of
+         * another thread's share, and a transposed A (a weight gradient's
+         * shape: many passes over k, each thread owning the same rows). */
+        for (int ta = 0; ta < 2; ta++) {
+            const int rows = ta ? 300 : M;
+            for (int threads = 1; threads <= 3; threads++) {
+                omp_set_num_threads(threads);
+                d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, ta ? CblasNoTrans : CblasTrans, rows, N, K,
+                          1.0f, A, ta ? rows : K, B, ta ? N : K, 0.0f, threads == 1 ? one : two, N);
+                CHECK(threads == 1 || same_bits(one, two, (size_t)rows * N),
+                      "%s A: 1 and %d threads gave different bits", ta ? "transposed" : "row-major", threads);
+            }
+        }
+        omp_set_num_threads(saved);
 
         /* D2V_GEMM=openblas hands the call to cblas_sgemm unchanged. */
         setenv("D2V_GEMM", "openblas", 1);
