@@ -11,7 +11,9 @@
  *     stride whatever op(B) was;
  *   - A is copied, MC rows at a time per thread, into panels of MR = 12 rows
  *     (rows kept as rows, or a transposed A's columns k-major: both are
- *     copies of contiguous floats);
+ *     copies of contiguous floats), except that an A not transposed is read
+ *     in place where its rows do not crowd into a few L1 sets (only a last
+ *     panel short of 12 rows is copied, padded);
  *   - the microkernel keeps a 12 x 32 block of C in 24 vector registers
  *     and, per k, does 24 fused multiply-adds from two loads of B and twelve
  *     broadcasts of A, then writes the block to C once.
@@ -44,6 +46,7 @@ typedef struct {
     const float *data;
     int ld;
     int transposed;
+    int in_place; /* A only: the microkernel reads its whole panels where they are */
 } Operand;
 
 /* op(A)[m0 .. m0+rows) x [k0 .. k0+kc) into one MR-row panel. Rows of A
@@ -184,11 +187,12 @@ static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int k
 /* The 12 x 32 block of A panel . B panel in 24 registers; A's element
  * (i, k) is at a[i * row_stride + k * k_stride] (one of the two layouts). */
 /* The microkernel is left out of the sanitizers' instrumentation: it reads
- * only the packed panels, whose bounds are set by the packing (and checked
- * by tests/test_gemm.c), and a shadow check on every load of its inner
- * loop kept the accumulators out of registers, making sanitizer builds
- * five times slower than with OpenBLAS (uninstrumented). The packing, which
- * reads the caller's matrices, stays instrumented. */
+ * the packed panels, whose bounds are set by the packing, and whole
+ * 12-row panels of an A read in place, whose bounds multiply_panels sets
+ * (both checked by tests/test_gemm.c); a shadow check on every load of its
+ * inner loop kept the accumulators out of registers, making sanitizer
+ * builds five times slower than with OpenBLAS (uninstrumented). The
+ * packing, which reads the caller's matrices, stays instrumented. */
 #if defined(__has_attribute)
 #if __has_attribute(no_sanitize)
 #define KERNEL_NOT_SANITIZED __attribute__((no_sanitize("address", "undefined")))
@@ -217,18 +221,23 @@ block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride
 
 /* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR,
  * or, where bias is given, + bias (one value per column) instead of beta C.
- * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included). */
-__attribute__((target("avx512f"))) KERNEL_NOT_SANITIZED static void microkernel(int kc, const float *restrict a_panel, int a_rows_kept,
+ * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included).
+ * a_row_stride: A_STRIDE for a packed panel of rows, 0 for a packed panel
+ * of a transposed A's columns (k-major), anything else for 12 whole rows
+ * read in place. */
+__attribute__((target("avx512f"))) KERNEL_NOT_SANITIZED static void microkernel(int kc, const float *restrict a_panel, int a_row_stride,
                                                             const float *restrict b_panel, float *c, int ldc,
                                                             int rows, int cols, float alpha, float beta,
                                                             const float *bias)
 {
     __m512 acc[MR][2];
-    /* Two calls with constant strides, so each loop has fixed offsets. */
-    if (a_rows_kept)
+    /* Constant strides where they are known, so those loops have fixed offsets. */
+    if (a_row_stride == A_STRIDE)
         block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel);
-    else
+    else if (a_row_stride == 0)
         block_product(acc, kc, a_panel, 1, MR, b_panel);
+    else
+        block_product(acc, kc, a_panel, a_row_stride, 1, b_panel);
     const __mmask16 lo = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 hi = cols >= NR ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -287,17 +296,44 @@ static void multiply_panels(Operand a, int first, int last, int M, Pass p, const
     const int b_panels = (p.nc + NR - 1) / NR;
     for (int ip = first; ip < last; ip += MC / MR) {
         const int ip_end = ip + MC / MR < last ? ip + MC / MR : last;
-        pack_a_block(my_a, a, ip, ip_end, M, p.pc, p.kc);
+        if (!a.in_place)
+            pack_a_block(my_a, a, ip, ip_end, M, p.pc, p.kc);
+        else if (ip_end * MR > M) /* the last panel, short of rows: padded with zeros */
+            pack_a_block(my_a + (size_t)(ip_end - 1 - ip) * A_PANEL, a, ip_end - 1, ip_end, M, p.pc, p.kc);
         for (int jp = 0; jp < b_panels; jp++) {
             const int cols = p.nc - jp * NR < NR ? p.nc - jp * NR : NR;
             for (int q = ip; q < ip_end; q++) {
                 const int rows = M - q * MR < MR ? M - q * MR : MR;
-                microkernel(p.kc, my_a + (size_t)(q - ip) * A_PANEL, !a.transposed, b_pack + (size_t)jp * NR * p.kc,
+                const int whole_in_place = a.in_place && rows == MR;
+                const float *a_panel = whole_in_place ? a.data + (size_t)q * MR * a.ld + p.pc
+                                                      : my_a + (size_t)(q - ip) * A_PANEL;
+                microkernel(p.kc, a_panel, whole_in_place ? a.ld : a.transposed ? 0 : A_STRIDE, b_pack + (size_t)jp * NR * p.kc,
                             C + (size_t)q * MR * ldc + p.jc + jp * NR, ldc, rows, cols, alpha, p.pass_beta,
                             p.pass_bias ? p.pass_bias + p.jc + jp * NR : NULL);
             }
         }
     }
+}
+
+/* Whether 12 rows lda floats apart can be read in place rather than
+ * packed: not when they fall into 1 or 2 of L1's 64 sets (an lda that is a
+ * multiple of 512 floats, 2 KB), where with the B panel's 8 lines a set
+ * they would overflow its 12 ways. In place, a Linear layer's input is
+ * not copied before its product: the image_tiny shapes with 192 columns of
+ * C ran 4-10% faster (one thread, alternating), and packing fell from 9.7%
+ * to 6.5% of an image_tiny profile. */
+static int rows_spread_over_l1(int lda)
+{
+    if (lda % 16 != 0)
+        return 1; /* rows start at different offsets within their lines */
+    const int set_step = (lda / 16) % 64;
+    int g = 64, x = set_step; /* gcd(64, set_step): the sets the rows cycle through are 64 / g */
+    while (x != 0) {
+        const int r = g % x;
+        g = x;
+        x = r;
+    }
+    return 64 / g >= 4;
 }
 
 /* Panels of C's rows taken at a time: 48 rows, or more where a pass is
@@ -467,7 +503,8 @@ static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
     if (!b_pack)
         return 0;
     float *a_pack = b_pack + b_floats;
-    Operand a = {A, lda, trans_a != CblasNoTrans}, b = {B, ldb, trans_b != CblasNoTrans};
+    Operand a = {A, lda, trans_a != CblasNoTrans, 0}, b = {B, ldb, trans_b != CblasNoTrans, 0};
+    a.in_place = !a.transposed && rows_spread_over_l1(lda);
     Share shares[threads];
     blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, shares, threads);
     return 1;
