@@ -145,14 +145,27 @@ __attribute__((target("avx512f"))) static void uniforms_16_blocks(uint64_t block
     }
     /* (float)(word >> 8) * 2^-24, exact as in the scalar code. */
     const __m512 scale = _mm512_set1_ps(1.0f / 16777216.0f);
-    float word[4][16];
-    _mm512_storeu_ps(word[0], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0, 8)), scale));
-    _mm512_storeu_ps(word[1], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c1, 8)), scale));
-    _mm512_storeu_ps(word[2], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c2, 8)), scale));
-    _mm512_storeu_ps(word[3], _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c3, 8)), scale));
-    for (int b = 0; b < 16; b++)
-        for (int w = 0; w < 4; w++)
-            out[4 * b + w] = word[w][b];
+    const __m512 u0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c0, 8)), scale);
+    const __m512 u1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c1, 8)), scale);
+    const __m512 u2 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c2, 8)), scale);
+    const __m512 u3 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(c3, 8)), scale);
+    /* Lane j of u_w is uniform 4j + w: interleaved in registers (a
+     * scalar copy of the 64 was a third of this function, perf). First each
+     * 128-bit lane L gets blocks 4L .. 4L+3 whole, one per vector ... */
+    const __m512 lo01 = _mm512_unpacklo_ps(u0, u1), hi01 = _mm512_unpackhi_ps(u0, u1);
+    const __m512 lo23 = _mm512_unpacklo_ps(u2, u3), hi23 = _mm512_unpackhi_ps(u2, u3);
+    const __m512 b0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(lo01), _mm512_castps_pd(lo23)));
+    const __m512 b1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(lo01), _mm512_castps_pd(lo23)));
+    const __m512 b2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(hi01), _mm512_castps_pd(hi23)));
+    const __m512 b3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(hi01), _mm512_castps_pd(hi23)));
+    /* ... then the 4 x 4 lanes transposed, so output vector L holds blocks
+     * 4L .. 4L+3 in order. */
+    const __m512 x0 = _mm512_shuffle_f32x4(b0, b1, 0x44), x1 = _mm512_shuffle_f32x4(b0, b1, 0xEE);
+    const __m512 x2 = _mm512_shuffle_f32x4(b2, b3, 0x44), x3 = _mm512_shuffle_f32x4(b2, b3, 0xEE);
+    _mm512_storeu_ps(out, _mm512_shuffle_f32x4(x0, x2, 0x88));
+    _mm512_storeu_ps(out + 16, _mm512_shuffle_f32x4(x0, x2, 0xDD));
+    _mm512_storeu_ps(out + 32, _mm512_shuffle_f32x4(x1, x3, 0x88));
+    _mm512_storeu_ps(out + 48, _mm512_shuffle_f32x4(x1, x3, 0xDD));
 }
 #endif
 
