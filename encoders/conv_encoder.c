@@ -180,16 +180,26 @@ static int windows_tile_batch(int T_in, int K, int S)
     return K == S && T_in == conv_out_length(T_in, K, S) * S;
 }
 
+/* The batch's windows as the rows of one matrix (row stride K*C_in): x
+ * itself where they tile it, else a copy in cols where the matmul cannot
+ * read overlapping rows; NULL where it reads them in place, per waveform. */
+static const real *batch_windows(real *cols, const real *x, int B, int T_in, int C_in, int K, int S)
+{
+    if (windows_tile_batch(T_in, K, S))
+        return x;
+    if (gemm_reads_overlapping_rows())
+        return NULL;
+    conv1d_im2col(cols, x, B, T_in, C_in, K, S);
+    return cols;
+}
+
 /* conv (B*T_out, C_out) = windows . W_kc^T */
 static void conv1d_forward_gemm(real *conv, const real *x, const real *w_kc, real *cols, int B, int T_in, int C_in,
                                 int C_out, int K, int S)
 {
     const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
-    const int in_place = gemm_reads_overlapping_rows();
-    if (!in_place || windows_tile_batch(T_in, K, S)) {
-        if (!in_place)
-            conv1d_im2col(cols, x, B, T_in, C_in, K, S);
-        const real *rows = in_place ? x : cols;
+    const real *rows = batch_windows(cols, x, B, T_in, C_in, K, S);
+    if (rows) {
         gemm(CblasRowMajor, CblasNoTrans, CblasTrans, B * T_out, C_out, width, R(1), rows, width, w_kc, width, R(0),
              conv, C_out);
         return;
@@ -205,11 +215,8 @@ static void conv1d_weight_grad_gemm(real *d_w_kc, const real *d_conv, const real
                                     int C_in, int C_out, int K, int S)
 {
     const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
-    const int in_place = gemm_reads_overlapping_rows();
-    if (!in_place || windows_tile_batch(T_in, K, S)) {
-        if (!in_place)
-            conv1d_im2col(cols, x, B, T_in, C_in, K, S);
-        const real *rows = in_place ? x : cols;
+    const real *rows = batch_windows(cols, x, B, T_in, C_in, K, S);
+    if (rows) {
         gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, B * T_out, R(1), d_conv, C_out, rows, width, R(0),
              d_w_kc, width);
         return;

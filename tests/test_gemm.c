@@ -28,6 +28,21 @@ static float *random_floats(size_t n)
     return p;
 }
 
+/* op(A) op(B) at (m, n) in double precision, and sum |a b| in *magnitude. */
+static double exact_dot(int ta, int tb, const float *A, int lda, const float *B, int ldb, int m, int n, int K,
+                        double *magnitude)
+{
+    double sum = 0;
+    *magnitude = 0;
+    for (int k = 0; k < K; k++) {
+        const double a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
+        const double b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
+        sum += a * b;
+        *magnitude += fabs(a * b);
+    }
+    return sum;
+}
+
 /* One product checked against double precision: every element within a
  * float rounding bound of sum |a||b|, and C's columns past N untouched. */
 static void check_product(int ta, int tb, int M, int N, int K, float alpha, float beta, int pad, int with_bias)
@@ -54,13 +69,8 @@ static void check_product(int ta, int tb, int M, int N, int K, float alpha, floa
                 untouched &= C[at] == C0[at];
                 continue;
             }
-            double sum = 0, magnitude = 0;
-            for (int k = 0; k < K; k++) {
-                const double a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
-                const double b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
-                sum += a * b;
-                magnitude += fabs(a * b);
-            }
+            double magnitude;
+            const double sum = exact_dot(ta, tb, A, lda, B, ldb, m, n, K, &magnitude);
             const double added = with_bias ? bias[n] : beta != 0 ? beta * (double)C0[at] : 0;
             const double want = alpha * sum + added;
             const double bound = 4 * 6e-8 * (fabs(alpha) * magnitude * (K + 2) + fabs(added)) + 1e-30;
@@ -91,13 +101,8 @@ static void check_overlapping(int ta, int tb, int M, int N, int K, int lda, int 
     double worst = 0;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
-            double sum = 0, magnitude = 0;
-            for (int k = 0; k < K; k++) {
-                const double a = ta ? A[(size_t)k * lda + m] : A[(size_t)m * lda + k];
-                const double b = tb ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n];
-                sum += a * b;
-                magnitude += fabs(a * b);
-            }
+            double magnitude;
+            const double sum = exact_dot(ta, tb, A, lda, B, ldb, m, n, K, &magnitude);
             const double err = fabs(C[(size_t)m * N + n] - sum) / (4 * 6e-8 * magnitude * (K + 2) + 1e-30);
             worst = err > worst ? err : worst;
         }
