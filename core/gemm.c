@@ -22,8 +22,9 @@
  *
  * Each thread owns a contiguous range of C's row panels, the same in every
  * pass over k, and takes it a chunk at a time; a thread that runs out
- * takes chunks from the far end of another's range. A C element is always summed by one thread, k in increasing order,
- * KC at a time, so results are the same for any thread count. */
+ * takes chunks from the far end of another's range. A C element is always
+ * summed by one thread, k in increasing order, KC at a time, so results
+ * are the same for any thread count. */
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -281,15 +282,16 @@ const char *d2v_sgemm_name(void)
     return use_avx512() ? "d2v avx512" : "openblas";
 }
 
-/* One KC x NC pass of the product for A's panels first .. last, packed MC
- * rows at a time into my_a: C[rows, jc .. jc+nc) = alpha op(A) op(B) +
- * pass_beta C (or + pass_bias) over depth pc .. pc+kc. */
+/* One KC x NC pass of the product: depth pc .. pc+kc, columns jc .. jc+nc. */
 typedef struct {
     int pc, kc, jc, nc;
     float pass_beta;
     const float *pass_bias;
 } Pass;
 
+/* C's rows of A's panels first .. last in pass p: alpha op(A) op(B) +
+ * pass_beta C (or + pass_bias), A packed MC rows at a time into my_a or
+ * read in place. */
 static void multiply_panels(Operand a, int first, int last, int M, Pass p, const float *b_pack, float *my_a,
                             float *C, int ldc, float alpha)
 {
