@@ -454,6 +454,7 @@ int main(void)
 
     test_encoder_grad("4x3x2,5x2x1*2", 2, 20);
     test_encoder_grad("3x2x3,4x3x2", 2, 22); /* gaps (S > K) and unread tails */
+    test_encoder_grad("3x3x2,4x2x2", 2, 21); /* K = S windows that tile the batch: one matmul, no copy */
 
     const int lengths[2] = {7, 5};
     for (int K = 4; K <= 5; K++) {
