@@ -88,11 +88,12 @@ typedef struct {
  * from conv, mean and 1/std (issue 6: at 2 s crops they were two thirds of
  * the CNN's memory); layernorm_gelu_backward does so per element, and the
  * layer below's GELU output, the conv's input, goes through act.
- * Scratch, free between forward and backward: act (act_max: one layer's
- * GELU output, or in the backward the gradient of one layer's input), cols
- * (cols_size: the windows copied out, where the matmul cannot read them in
- * place), grad (grad_size), weight_kc (2 * weight_max: a layer's weight and
- * its gradient in the windows' order). */
+ * Scratch, free between forward and backward: act and grad (act_max,
+ * grad_size: the layers' GELU outputs in turn in the forward; in the
+ * backward, grad d(conv output) and act a layer's recomputed input, then
+ * the gradient of it), cols (cols_size: the windows copied out, where the
+ * matmul cannot read them in place), weight_kc (2 * weight_max: a layer's
+ * weight and its gradient in the windows' order). */
 typedef struct {
     real *conv[CONV_MAX_LAYERS];
     real *mean[CONV_MAX_LAYERS], *rstd[CONV_MAX_LAYERS];
