@@ -76,8 +76,9 @@ void layernorm_gelu_backward(real *d_in, real *d_gamma, real *d_beta, const real
 
 /* Inverted dropout: out = in * keep / (1-p), keep drawn from the counter-
  * based RNG at (seed, site, step), so nothing depends on thread scheduling
- * and a backward without a recorded mask (keep below) can draw it again. p == 0 copies (or no-ops when
- * out == in). In-place (out == in) is allowed. */
+ * and a backward without a recorded mask (keep below) can draw it again.
+ * p == 0 copies (or no-ops when out == in). In-place (out == in) is
+ * allowed. */
 typedef struct {
     real p;
     uint64_t seed, site, step;

@@ -484,11 +484,6 @@ static void test_gelu_precision(void)
     free(dy);
 }
 
-/* layernorm_gelu_backward (one pass, GELU's input recomputed, gain and
- * bias gradients summed in fixed row blocks) against the three separate
- * steps: layer norm, GELU's backward, layer norm's backward. Rows narrower
- * and wider than the one-pass limit (1024 channels), fewer rows than
- * blocks and more. */
 /* max |a - b| over max |b|: how far a is from b on b's own scale. */
 static double largest_difference(const float *a, const float *b, size_t n)
 {
@@ -500,6 +495,11 @@ static double largest_difference(const float *a, const float *b, size_t n)
     return diff / (scale > 0 ? scale : 1);
 }
 
+/* layernorm_gelu_backward (one pass, GELU's input recomputed, gain and
+ * bias gradients summed in fixed row blocks) against the three separate
+ * steps: layer norm, GELU's backward, layer norm's backward. Rows narrower
+ * and wider than the one-pass limit (1024 channels), fewer rows than
+ * blocks and more. */
 static void test_layernorm_gelu_backward(void)
 {
     const int shapes[3][2] = {{7, 40}, {75, 256}, {3, 1100}};
