@@ -134,10 +134,12 @@ typedef struct {
     size_t stat_size;   /* B * T: mean, rstd per layer */
     size_t cols_size;   /* B * T * (D/G) * K: one group's im2col scratch */
     size_t weight_size; /* D * (D/G) * K per layer */
-    size_t group_weight_size; /* (D/G) * (D/G) * K: the weight_kc scratch holds two */
+    size_t group_weight_size; /* (D/G) * (D/G) * K: the weight_kc scratch holds two per lane */
+    int lanes; /* groups computed at once, one per thread: the scratch holds this many cols and weight_kc pairs */
 } PosConvPlan;
 
-/* Fails unless groups divides dim and 1 <= depth <= POS_CONV_MAX_DEPTH. */
+/* Fails unless groups divides dim and 1 <= depth <= POS_CONV_MAX_DEPTH.
+ * lanes is min(groups, the OpenMP thread count now). */
 int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError *err);
 
 /* Layer l: weight (D, D/G * K), bias (D). The layer norm has no affine. */
@@ -152,7 +154,7 @@ typedef struct {
     real *conv[POS_CONV_MAX_DEPTH];
     real *mean[POS_CONV_MAX_DEPTH], *rstd[POS_CONV_MAX_DEPTH];
     real *normed[POS_CONV_MAX_DEPTH];
-    real *cols, *weight_kc;
+    real *cols, *weight_kc; /* lanes * cols_size and lanes * 2 * group_weight_size */
     real *grad_a, *grad_b;
 } PosConvBuffers;
 

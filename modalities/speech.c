@@ -251,8 +251,8 @@ static void speech_layout(void *fe, Arena *a, Arena *scratch, int B, int threads
     f->cnn.cols = arena_take(scratch, cp.cols_size);
     f->cnn.grad = arena_take(scratch, cp.grad_size);
     f->cnn.weight_kc = arena_take(scratch, 2 * cp.weight_max);
-    f->pos.cols = arena_take(scratch, pp.cols_size);
-    f->pos.weight_kc = arena_take(scratch, 2 * pp.group_weight_size);
+    f->pos.cols = arena_take(scratch, (size_t)pp.lanes * pp.cols_size);
+    f->pos.weight_kc = arena_take(scratch, (size_t)pp.lanes * 2 * pp.group_weight_size);
     f->pos.grad_a = arena_take(scratch, pp.act_size);
     f->pos.grad_b = arena_take(scratch, pp.act_size);
     f->proj = arena_take(scratch, BN * D);

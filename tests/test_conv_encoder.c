@@ -9,6 +9,7 @@
 #include "gradcheck.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,8 +310,8 @@ static void pos_setup(PosCase *c, PosConvShape shape, int B, int T, const int *l
     }
     for (int l = 0; l <= shape.depth; l++)
         c->buf.layer_in[l] = zeros(p->act_size);
-    c->buf.cols = zeros(p->cols_size);
-    c->buf.weight_kc = zeros(2 * p->group_weight_size);
+    c->buf.cols = zeros((size_t)p->lanes * p->cols_size);
+    c->buf.weight_kc = zeros((size_t)p->lanes * 2 * p->group_weight_size);
     c->buf.grad_a = zeros(p->act_size);
     c->buf.grad_b = zeros(p->act_size);
     c->lengths = lengths;
@@ -435,6 +436,11 @@ static void test_pos_plan_errors(void)
     CHECK(pos_conv_plan(&plan, (PosConvShape){768, 19, 16, 5}, 2, 100, &err) == 0 &&
               plan.weight_size == (size_t)768 * 48 * 19 && plan.cols_size == (size_t)2 * 100 * 48 * 19,
           "data2vec pos conv plan: %s", err.msg);
+    /* One scratch lane per thread, never more than the groups. */
+    const int threads = omp_get_max_threads();
+    CHECK(plan.lanes == (threads < 16 ? threads : 16), "pos conv lanes %d with %d threads", plan.lanes, threads);
+    CHECK(pos_conv_plan(&plan, (PosConvShape){8, 3, 1, 1}, 1, 8, &err) == 0 && plan.lanes == 1,
+          "one group: %d lanes", plan.lanes);
 }
 
 int main(void)
