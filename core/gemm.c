@@ -549,8 +549,8 @@ void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans
         if (avx512_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, NULL, C, ldc))
             return;
     }
-    const int overlapping = order == CblasRowMajor && ((trans_a == CblasNoTrans && lda < K) ||
-                                                       (trans_b == CblasNoTrans && ldb < N));
+    const int overlapping = order == CblasRowMajor && (lda < (trans_a == CblasNoTrans ? K : M) ||
+                                                       ldb < (trans_b == CblasNoTrans ? N : K));
     if (overlapping) {
         plain_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;

@@ -1,7 +1,7 @@
 /* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
  * computed here, over every transpose pair, edge sizes around its blocks
  * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
- * leading dimensions, rows that overlap (lda < K); plus BLAS's beta = 0 rule,
+ * leading dimensions, rows that overlap (lda < K, or < M transposed); plus BLAS's beta = 0 rule,
  * thread-count independence, and the D2V_GEMM=openblas switch. */
 #include "check.h"
 #include "gemm.h"
@@ -88,13 +88,13 @@ static void check_product(int ta, int tb, int M, int N, int K, float alpha, floa
     free(bias);
 }
 
-/* Rows that overlap, as a strided convolution's windows: A (not
- * transposed) with row stride lda < K, or B (not transposed) with ldb < N.
- * Checked against double precision like check_product. */
+/* Rows that overlap, as a strided convolution's windows: A with row
+ * stride lda < K (lda < M where it is transposed), or B with ldb < N (ldb
+ * < K transposed). Checked against double precision like check_product. */
 static void check_overlapping(int ta, int tb, int M, int N, int K, int lda, int ldb)
 {
-    const size_t a_size = ta ? (size_t)K * lda : (size_t)(M - 1) * lda + K;
-    const size_t b_size = tb ? (size_t)N * ldb : (size_t)(K - 1) * ldb + N;
+    const size_t a_size = ta ? (size_t)(K - 1) * lda + M : (size_t)(M - 1) * lda + K;
+    const size_t b_size = tb ? (size_t)(N - 1) * ldb + K : (size_t)(K - 1) * ldb + N;
     float *A = random_floats(a_size), *B = random_floats(b_size), *C = malloc((size_t)M * N * sizeof *C);
     d2v_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B,
               ldb, 0.0f, C, N);
@@ -120,6 +120,8 @@ static void check_overlapping_shapes(void)
     check_overlapping(0, 0, 50, 40, 30, 12, 40);
     check_overlapping(1, 0, 256, 768, 300, 256, 512); /* its weight gradient: the windows as B */
     check_overlapping(0, 0, 64, 100, 40, 40, 20);
+    check_overlapping(1, 0, 10, 256, 600, 5, 256); /* the first layer's, transposed: windows^T . d_conv */
+    check_overlapping(1, 1, 30, 20, 50, 7, 9);
 }
 
 static int same_bits(const float *a, const float *b, size_t n)
