@@ -223,6 +223,17 @@ void block_forward(const Transformer *t, int layer, const real *w, BlockActs *a,
         layernorm_forward(a->ln2_out, a->ln2_mean, a->ln2_rstd, a->res2, w + p->ln2_w, w + p->ln2_b, M, D, t->eps);
 }
 
+/* d of a dropout's input: its masked copy in buf, or d_out itself where
+ * nothing is dropped (p = 0: image_tiny's 2.4 MB copies, on one thread,
+ * were two a layer). */
+static const real *dropout_grad(real *buf, const real *d_out, size_t n, DropoutSite site)
+{
+    if (site.p <= 0)
+        return d_out;
+    dropout_backward(buf, d_out, n, site);
+    return buf;
+}
+
 void block_backward(const Transformer *t, int layer, const real *w, real *g, const BlockActs *a,
                     TransformerActs *s, real *d_stream, const uint8_t *pad, int B, int N, ForwardMode mode)
 {
@@ -235,33 +246,33 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
      * (post: through LN1; pre: the residual stream h). */
     real *d_res1 = s->d_b;
     const real *ffn_in = post ? a->ln1_out : a->ln2_out;
+    /* d_end = d(block end before LN2) = d ffn = d(residual partner) */
+    const real *d_end = d_stream; /* pre: y = h + ffn; d_stream is not written until the end */
     if (post) {
         /* y = LN2(h + ffn), h = ln1_out */
         layernorm_backward(s->d_a, g + p->ln2_w, g + p->ln2_b, d_stream, a->res2, a->ln2_mean, a->ln2_rstd,
                            w + p->ln2_w, M, D);
-    } else {
-        memcpy(s->d_a, d_stream, MD * sizeof(real)); /* y = h + ffn */
+        d_end = s->d_a;
     }
-    /* s->d_a = d(block end before LN2) = d ffn = d(residual partner) */
-    dropout_backward(s->d_c, s->d_a, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0, a->ffn_keep));
+    const real *d_ffn = dropout_grad(s->d_c, d_end, MD, site(mode, t->dropout, layer, SITE_FFN, N, D, 0, a->ffn_keep));
     /* fc2's input GELU(fc1) was not kept (act is shared by the blocks).
      * One pass recomputes it and takes d through GELU, both from one erf
      * and exp per element; it overwrites fc1, which nothing reads after
      * this. Dropout's mask is the forward's, read back from its bits. */
     const DropoutSite act_drop = site(mode, t->activation_dropout, layer, SITE_ACT, N, F, 0, a->act_keep);
-    linear_backward(s->d_f, NULL, g + p->fc2_b, s->d_c, NULL, w + p->fc2_w, M, F, D, 0);
+    linear_backward(s->d_f, NULL, g + p->fc2_b, d_ffn, NULL, w + p->fc2_w, M, F, D, 0);
     dropout_backward(s->d_f, s->d_f, (size_t)M * F, act_drop);
     real *act = a->fc1;
     gelu_backward_recompute(act, s->d_f, s->d_f, a->fc1, (size_t)M * F);
     dropout_again(act, act, (size_t)M * F, act_drop);
-    linear_backward_weight(g + p->fc2_w, s->d_c, act, M, F, D);
+    linear_backward_weight(g + p->fc2_w, d_ffn, act, M, F, D);
     /* The FFN's input was not kept: LN1(res1) (post) or LN2(res1) (pre). */
     if (post)
         layernorm_recompute(a->ln1_out, a->res1, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
     else
         layernorm_recompute(a->ln2_out, a->res1, a->ln2_mean, a->ln2_rstd, w + p->ln2_w, w + p->ln2_b, M, D);
     if (post) {
-        /* d h = d_a (residual) + fc1 path */
+        /* d h = d_a (residual) + fc1 path; d_ffn (in d_c or d_a) is spent */
         linear_backward(s->d_a, g + p->fc1_w, g + p->fc1_b, s->d_f, ffn_in, w + p->fc1_w, M, D, F, 1);
         layernorm_backward(d_res1, g + p->ln1_w, g + p->ln1_b, s->d_a, a->res1, a->ln1_mean, a->ln1_rstd,
                            w + p->ln1_w, M, D);
@@ -272,19 +283,21 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
         /* h also reaches y directly */
 #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < MD; i++)
-            d_res1[i] += s->d_a[i];
+            d_res1[i] += d_end[i];
     }
 
     /* res1 = x + dropout(proj(attention(qkv(attn_in)))). The attention's
      * output (proj's input) was not kept: attention_backward recomputes it
      * with the probabilities, so proj's weight gradient comes after. */
-    dropout_backward(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
-    linear_backward(s->d_c, NULL, g + p->proj_b, s->d_a, NULL, w + p->proj_w, M, D, D, 0);
+    const real *d_proj = dropout_grad(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
+    linear_backward(s->d_c, NULL, g + p->proj_b, d_proj, NULL, w + p->proj_w, M, D, D, 0);
     attention_backward(s->d_qkv, a->att, s->d_c, a->qkv, pad, B, N, D, t->heads,
                        site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads, a->attn_keep), s->attn_scratch);
-    linear_backward_weight(g + p->proj_w, s->d_a, a->att, M, D, D);
+    linear_backward_weight(g + p->proj_w, d_proj, a->att, M, D, D);
     if (post) {
-        memcpy(d_stream, d_res1, MD * sizeof(real));
+#pragma omp parallel for simd schedule(static)
+        for (size_t i = 0; i < MD; i++)
+            d_stream[i] = d_res1[i];
         linear_backward(d_stream, g + p->qkv_w, g + p->qkv_b, s->d_qkv, a->x, w + p->qkv_w, M, D, 3 * D, 1);
     } else {
         layernorm_recompute(a->ln1_out, a->x, a->ln1_mean, a->ln1_rstd, w + p->ln1_w, w + p->ln1_b, M, D);
