@@ -377,7 +377,7 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
 
 /* ---- positional encoder: grouped conv with "same" padding ------------------------------- */
 
-int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError *err)
+int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, int threads, D2vError *err)
 {
     memset(plan, 0, sizeof *plan);
     if (shape.dim < 1 || shape.kernel < 1 || shape.groups < 1 || shape.dim % shape.groups != 0)
@@ -394,8 +394,7 @@ int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError 
     plan->cols_size = (size_t)B * T * group_width * shape.kernel;
     plan->weight_size = (size_t)shape.dim * group_width * shape.kernel;
     plan->group_weight_size = (size_t)group_width * group_width * shape.kernel;
-    const int threads = omp_get_max_threads();
-    plan->lanes = threads < shape.groups ? threads : shape.groups;
+    plan->lanes = threads < 1 ? 1 : threads < shape.groups ? threads : shape.groups;
     return 0;
 }
 

@@ -139,8 +139,10 @@ typedef struct {
 } PosConvPlan;
 
 /* Fails unless groups divides dim and 1 <= depth <= POS_CONV_MAX_DEPTH.
- * lanes is min(groups, the OpenMP thread count now). */
-int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, D2vError *err);
+ * lanes is min(groups, threads): the forward and backward run on that many
+ * threads whatever OpenMP's count is then, so buffers sized by one plan fit
+ * any plan made with the same threads. */
+int pos_conv_plan(PosConvPlan *plan, PosConvShape shape, int B, int T, int threads, D2vError *err);
 
 /* Layer l: weight (D, D/G * K), bias (D). The layer norm has no affine. */
 typedef struct {

@@ -68,6 +68,7 @@ typedef struct {
     PosConvShape pos_shape;
     SpanMaskSpec mask_spec;
     int C, D, max_T, max_N;
+    int threads; /* the layout's: the positional convs' scratch has a lane per thread */
     /* parameter offsets */
     size_t conv_w[CONV_MAX_LAYERS], conv_g[CONV_MAX_LAYERS], conv_b[CONV_MAX_LAYERS];
     size_t feat_g, feat_b, proj_w, proj_b, mask_emb;
@@ -211,12 +212,13 @@ static int speech_max_positions(const void *fe) { return ((const SpeechFrontend 
 
 static void speech_layout(void *fe, Arena *a, Arena *scratch, int B, int threads)
 {
-    (void)threads;
     SpeechFrontend *f = fe;
     ConvEncoderPlan cp;
     PosConvPlan pp;
+    f->threads = threads;
     /* create() checked that max_T gives frames and the groups divide D. */
-    if (conv_encoder_plan(&cp, &f->spec, B, f->max_T, NULL) < 0 || pos_conv_plan(&pp, f->pos_shape, B, f->max_N, NULL) < 0)
+    if (conv_encoder_plan(&cp, &f->spec, B, f->max_T, NULL) < 0 ||
+        pos_conv_plan(&pp, f->pos_shape, B, f->max_N, threads, NULL) < 0)
         abort();
     /* Kept for the backward: the CNN's conv outputs and statistics, its
      * output, the positional convs' activations, the feature norm's. */
@@ -305,7 +307,7 @@ static void speech_forward(void *fe, const real *w, const Batch *batch, Rng *mas
     if (conv_encoder_plan(&f->cnn_plan, &f->spec, B, batch->T, NULL) < 0)
         abort();
     const int N = conv_encoder_frames(&f->cnn_plan);
-    if (pos_conv_plan(&f->pos_plan, f->pos_shape, B, N, NULL) < 0)
+    if (pos_conv_plan(&f->pos_plan, f->pos_shape, B, N, f->threads, NULL) < 0)
         abort();
     f->B = B;
     f->N = N;

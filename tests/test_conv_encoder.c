@@ -293,7 +293,7 @@ static void pos_setup(PosCase *c, PosConvShape shape, int B, int T, const int *l
 {
     D2vError err = {{0}};
     memset(c, 0, sizeof *c);
-    if (pos_conv_plan(&c->plan, shape, B, T, &err)) {
+    if (pos_conv_plan(&c->plan, shape, B, T, omp_get_max_threads(), &err)) {
         fprintf(stderr, "pos setup: %s\n", err.msg);
         exit(1);
     }
@@ -428,18 +428,19 @@ static void test_pos_plan_errors(void)
 {
     PosConvPlan plan;
     D2vError err = {{0}};
-    CHECK(pos_conv_plan(&plan, (PosConvShape){6, 5, 4, 1}, 1, 8, &err) == -1 && err.msg[0],
+    CHECK(pos_conv_plan(&plan, (PosConvShape){6, 5, 4, 1}, 1, 8, 2, &err) == -1 && err.msg[0],
           "6 channels in 4 groups accepted");
     err.msg[0] = '\0';
-    CHECK(pos_conv_plan(&plan, (PosConvShape){8, 5, 4, 0}, 1, 8, &err) == -1 && err.msg[0], "depth 0 accepted");
+    CHECK(pos_conv_plan(&plan, (PosConvShape){8, 5, 4, 0}, 1, 8, 2, &err) == -1 && err.msg[0], "depth 0 accepted");
     /* data2vec audio base: 768 channels, 16 groups, 5 layers of kernel 95/5 = 19. */
-    CHECK(pos_conv_plan(&plan, (PosConvShape){768, 19, 16, 5}, 2, 100, &err) == 0 &&
+    CHECK(pos_conv_plan(&plan, (PosConvShape){768, 19, 16, 5}, 2, 100, 2, &err) == 0 &&
               plan.weight_size == (size_t)768 * 48 * 19 && plan.cols_size == (size_t)2 * 100 * 48 * 19,
           "data2vec pos conv plan: %s", err.msg);
     /* One scratch lane per thread, never more than the groups. */
-    const int threads = omp_get_max_threads();
-    CHECK(plan.lanes == (threads < 16 ? threads : 16), "pos conv lanes %d with %d threads", plan.lanes, threads);
-    CHECK(pos_conv_plan(&plan, (PosConvShape){8, 3, 1, 1}, 1, 8, &err) == 0 && plan.lanes == 1,
+    CHECK(plan.lanes == 2, "pos conv: %d lanes for 2 threads", plan.lanes);
+    CHECK(pos_conv_plan(&plan, (PosConvShape){768, 19, 16, 5}, 2, 100, 64, &err) == 0 && plan.lanes == 16,
+          "64 threads, 16 groups: %d lanes", plan.lanes);
+    CHECK(pos_conv_plan(&plan, (PosConvShape){8, 3, 1, 1}, 1, 8, 2, &err) == 0 && plan.lanes == 1,
           "one group: %d lanes", plan.lanes);
 }
 
