@@ -580,6 +580,65 @@ static void test_dropout_keep_mask(void)
     free(qkv); free(out); free(d_out); free(probs); free(scratch); free(dqkv_drawn); free(dqkv_kept); free(attn_keep);
 }
 
+/* attention_forward's probabilities against softmax(q k^T / sqrt(Dh)) in
+ * double, for key counts around the 16-float blocks of its softmax (a
+ * masked last block), with padded keys (probability exactly 0) and a row
+ * whose keys are all padding (all 0). */
+static void test_attention_softmax(void)
+{
+    const int sizes[] = {13, 16, 37, 99};
+    for (int t = 0; t < 4; t++) {
+        const int B = 3, N = sizes[t], D = 8, H = 2, Dh = D / H;
+        const size_t nqkv = (size_t)B * N * 3 * D;
+        float *qkv = malloc(nqkv * sizeof *qkv), *out = malloc((size_t)B * N * D * sizeof *out);
+        float *probs = malloc((size_t)B * H * N * N * sizeof *probs);
+        float *scratch = malloc(attention_scratch_size(N, 64) * sizeof *scratch);
+        uint8_t *pad = calloc((size_t)B * N, 1);
+        for (size_t i = 0; i < nqkv; i++)
+            qkv[i] = 3 * sinf(0.7f * (float)i + (float)t);
+        for (int j = N - 5; j < N; j++)
+            pad[N + j] = 1; /* batch 1: its last 5 keys */
+        memset(pad + 2 * N, 1, (size_t)N); /* batch 2: all keys */
+        DropoutSite none = {0};
+        attention_forward(out, probs, qkv, pad, B, N, D, H, none, scratch);
+        double worst = 0;
+        int pad_ok = 1;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int i = 0; i < N; i++) {
+                    const float *q = qkv + ((size_t)b * N + i) * 3 * D + h * Dh;
+                    const float *p = probs + (((size_t)b * H + h) * N + i) * N;
+                    double s[128], max = -INFINITY, sum = 0;
+                    for (int j = 0; j < N; j++) {
+                        const float *k = qkv + ((size_t)b * N + j) * 3 * D + D + h * Dh;
+                        s[j] = 0;
+                        for (int d = 0; d < Dh; d++)
+                            s[j] += (double)q[d] * k[d];
+                        s[j] /= sqrt((double)Dh);
+                        if (!pad[b * N + j] && s[j] > max)
+                            max = s[j];
+                    }
+                    for (int j = 0; j < N; j++)
+                        sum += pad[b * N + j] ? 0 : exp(s[j] - max);
+                    for (int j = 0; j < N; j++) {
+                        if (pad[b * N + j]) {
+                            pad_ok &= p[j] == 0;
+                            continue;
+                        }
+                        const double err = fabs(p[j] - exp(s[j] - max) / sum);
+                        worst = err > worst ? err : worst;
+                    }
+                }
+        CHECK(worst < 2e-6, "attention probabilities over %d keys: largest error %.3g", N, worst);
+        CHECK(pad_ok, "attention over %d keys: a padded key (or a row of padding) got a nonzero probability", N);
+        free(qkv);
+        free(out);
+        free(probs);
+        free(scratch);
+        free(pad);
+    }
+}
+
 /* Errors are printed as one line by cli/, so a message quoting bad input (a
  * JSON parser's "near '...'" can hold a newline) must still be one line. */
 static void test_error_one_line(void)
@@ -598,6 +657,7 @@ int main(void)
     test_error_one_line();
     test_gelu_precision();
     test_dropout_keep_mask();
+    test_attention_softmax();
     test_layernorm_gelu_backward();
     test_targets();
     test_ema();
