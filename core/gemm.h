@@ -15,8 +15,9 @@
  * fixed order whatever the thread count, so results do not depend on it.
  * Unlike BLAS, a row-major operand may have rows that overlap (lda < K
  * or ldb < N, lda < M or ldb < K where transposed): a strided
- * convolution's windows read in place. Fast where d2v_sgemm_reads_overlapping_rows() says so, correct
- * (one dot product at a time) elsewhere. */
+ * convolution's windows read in place. Fast where
+ * d2v_sgemm_reads_overlapping_rows() says so, correct (one dot product at
+ * a time) elsewhere. */
 void d2v_sgemm(CBLAS_ORDER order, CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc);
 

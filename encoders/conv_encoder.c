@@ -9,6 +9,11 @@
 #include <omp.h>
 #include <string.h>
 
+/* Windows this narrow (the first layer's: one channel, K = 10) give the
+ * weight gradient's product few columns of C; conv1d_weight_grad_gemm
+ * multiplies them the other way round. */
+#define NARROW_WINDOW 16
+
 /* ---- spec parsing ---------------------------------------------------------------------- */
 
 #define SPEC_MAX_VALUE 1000000 /* far beyond any real layer; keeps products in range */
@@ -101,7 +106,8 @@ int conv_encoder_plan(ConvEncoderPlan *plan, const ConvSpec *spec, int B, int T,
         plan->weight_size[l] = (size_t)s->channels * c * s->kernel;
         plan->cols_size = size_max(plan->cols_size, (size_t)B * t_out * c * s->kernel);
         /* conv1d_weight_grad_gemm's per-waveform products of a narrow layer */
-        plan->cols_size = size_max(plan->cols_size, (size_t)B * c * s->kernel * s->channels);
+        if (c * s->kernel <= NARROW_WINDOW)
+            plan->cols_size = size_max(plan->cols_size, (size_t)B * c * s->kernel * s->channels);
         plan->weight_max = size_max(plan->weight_max, plan->weight_size[l]);
         plan->act_max = size_max(plan->act_max, plan->act_size[l]);
         plan->grad_size = size_max(plan->grad_size, plan->act_size[l]);
@@ -230,10 +236,6 @@ static void conv_layer_forward(real *y, real *conv, real *mean, real *rstd, cons
                                C_out, CONV_LN_EPS);
     }
 }
-
-/* Windows this narrow (the first layer's: one channel, K = 10) make the
- * weight gradient's product with few columns of C; see below. */
-#define NARROW_WINDOW 16
 
 /* d_W_kc (C_out, K*C_in) = d_conv^T . windows, summed over the batch's
  * frames in order (per waveform when read in place). */
