@@ -20,6 +20,7 @@ int d2v_register(Data2vec *m, ParamStore *ps, const D2vConfig *cfg, D2vError *er
     t->dropout = (real)cfg->model.dropout;
     t->attention_dropout = (real)cfg->model.attention_dropout;
     t->activation_dropout = (real)cfg->model.activation_dropout;
+    t->attention_memory = (size_t)(cfg->train.attention_memory_mb * 1024 * 1024);
     m->top_k = (int)cfg->target.top_k;
     m->layer_norm = parse_norm(cfg->target.layer_norm);
     m->final_norm = parse_norm(cfg->target.final_norm);

@@ -679,8 +679,8 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
     }
 }
 
-void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const uint8_t *pad, int B,
-                        int N, int D, int H, DropoutSite drop, real *scratch)
+void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const real *probs,
+                        const uint8_t *pad, int B, int N, int D, int H, DropoutSite drop, real *scratch)
 {
     const int Dh = D / H, row = 3 * D;
     const real scale = R(1) / sqrt((real)Dh);
@@ -691,12 +691,13 @@ void attention_backward(real *d_qkv, real *out, const real *d_out, const real *q
         const real *q = qkv + qoff, *k = q + D, *v = q + 2 * D;
         real *dq = d_qkv + qoff, *dk = dq + D, *dv = dq + 2 * D;
         const real *dout = d_out + (size_t)b * N * D + (size_t)h * Dh;
-        real *p = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
-        real *tile = p + (size_t)N * N, *dp = tile + (size_t)N * N;
-        /* The probabilities are recomputed rather than kept per layer: an
-         * N x N x Dh GEMM more per head, and (B,H,N,N) less memory per layer
-         * (issue 6). */
-        attention_probs(p, q, k, pad ? pad + (size_t)b * N : NULL, N, Dh, row, scale);
+        real *recomputed = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
+        real *tile = recomputed + (size_t)N * N, *dp = tile + (size_t)N * N;
+        /* The forward's probabilities, or the same bits again by its own
+         * GEMM and softmax where the caller could not keep them (issue 6). */
+        const real *p = probs ? probs + (size_t)bh * N * N : recomputed;
+        if (!probs)
+            attention_probs(recomputed, q, k, pad ? pad + (size_t)b * N : NULL, N, Dh, row, scale);
         DropoutSite s = drop;
         s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh;
         const real keep_scale = drop.p > 0 ? R(1) / (R(1) - s.p) : R(1);

@@ -105,17 +105,20 @@ size_t attention_keep_bytes(int N);
 /* Multi-head softmax attention. qkv (B,N,3D) holds q|k|v per row, each D =
  * H heads x Dh channels. out (B,N,D) = softmax(q k^T / sqrt(Dh)) v per head.
  * Keys with pad != 0 get zero weight. probs (B,H,N,N) gets the attention
- * probabilities (pre-dropout) for inspection; the backward recomputes them
- * from qkv and pad. scratch needs attention_scratch_size() reals. */
+ * probabilities (pre-dropout), which the backward either reads or
+ * recomputes from qkv and pad (the same bits either way). scratch needs
+ * attention_scratch_size() reals. */
 size_t attention_scratch_size(int N, int threads);
 /* out (B,N,D) and probs (B,H,N,N) from qkv (B,N,3D). */
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch);
-/* d_qkv (B,N,3D) from d_out (B,N,D); the probabilities are recomputed from
- * qkv and pad, and with them, when out is not NULL, the forward's out
- * (B,N,D) again, bit for bit (one N x Dh x N GEMM per head more). */
-void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const uint8_t *pad, int B,
-                        int N, int D, int H, DropoutSite drop, real *scratch);
+/* d_qkv (B,N,3D) from d_out (B,N,D). probs: the forward's (B,H,N,N), or
+ * NULL to recompute them from qkv and pad (an N x N x Dh GEMM and a softmax
+ * per head more, for B*H*N*N less memory per block). When out is not NULL,
+ * the forward's out (B,N,D) again, bit for bit (one N x Dh x N GEMM per
+ * head more). */
+void attention_backward(real *d_qkv, real *out, const real *d_out, const real *qkv, const real *probs,
+                        const uint8_t *pad, int B, int N, int D, int H, DropoutSite drop, real *scratch);
 
 /* Replaces the rows where mask != 0 by a learned vector emb (D): how image
  * and speech hide input (wav2vec 2.0 / BEiT). x (B*N, D). */

@@ -32,6 +32,10 @@ typedef struct {
     Layout layout;
     real eps;
     real dropout, attention_dropout, activation_dropout;
+    /* Bytes the student may spend keeping every block's attention
+     * probabilities for the backward, which otherwise recomputes them
+     * (train.attention_memory_mb). */
+    size_t attention_memory;
     BlockParams blocks[MAX_LAYERS];
     size_t norm_w, norm_b; /* LN_in (post-LN) or LN_out (pre-LN) */
 } Transformer;
@@ -41,7 +45,9 @@ typedef struct {
     const real *x;           /* the block's input (not owned) */
     real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
-    real *probs;             /* (B,H,N,N) shared: after a forward, the last block's */
+    real *probs;             /* (B,H,N,N) the block's own where the student keeps them
+                              * (TransformerActs.keep_probs), else shared: after a
+                              * forward, the last block's */
     real *att, *res1;        /* (M,D); att shared, see below */
     real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared, see below */
     real *fc1;               /* (M,F); block_backward leaves GELU(fc1) in it */
@@ -67,6 +73,7 @@ typedef struct {
 typedef struct {
     int B, N;         /* capacity */
     int n_blocks;     /* layers (student) or 2 (teacher: ping-pong scratch) */
+    int keep_probs;   /* each block keeps its attention probabilities for the backward */
     real *input;      /* (M,D) what block 0 sees (NULL: x itself, pre-LN without dropout) */
     uint8_t *input_keep; /* the input dropout's keep mask (as BlockActs') */
     real *norm_mean, *norm_rstd;

@@ -435,6 +435,49 @@ static void test_determinism(void)
     model_free(&m);
 }
 
+/* A student that keeps its blocks' attention probabilities (train.
+ * attention_memory_mb large enough) and one that recomputes them in the
+ * backward (0) take the same step, bit for bit, dropout included. */
+static void test_attention_memory(void)
+{
+    ObjectiveCase oc = {"post_ln", "instance", "none", "ffn", "linear", 0, 0.1};
+    enum { B = 3, N = 17, D = 32 };
+    static real x[B * N * D], dx_kept[B * N * D], dx_recomputed[B * N * D];
+    uint8_t mask[B * N];
+    Rng rng;
+    rng_init(&rng, 4, 0);
+    for (int i = 0; i < B * N * D; i++)
+        x[i] = rng_normal(&rng);
+    for (int i = 0; i < B * N; i++)
+        mask[i] = rng_uniform(&rng) < 0.5f;
+    ForwardMode mode = {.train = 1, .seed = 11, .step = 5};
+    StepStats kept, recomputed;
+    D2vConfig cfg = fixture_config(oc, D, 2, 4, 64, 2);
+    Model m;
+    model_init(&m, &cfg, B, N);
+    CHECK(m.acts.student.keep_probs && !m.acts.teacher.keep_probs &&
+              m.acts.student.blocks[0].probs != m.acts.student.blocks[1].probs,
+          "a student within attention_memory_mb does not keep each block's probabilities");
+    real *g_kept = malloc(m.ps.numel * sizeof(real));
+    params_zero_grad(&m.ps);
+    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx_kept, &kept);
+    memcpy(g_kept, m.ps.grad, m.ps.numel * sizeof(real));
+    model_free(&m);
+
+    /* Below one block's probabilities (B*H*N*N floats, 13.9 KB here): none kept. */
+    cfg.train.attention_memory_mb = 0.01;
+    model_init(&m, &cfg, B, N);
+    CHECK(!m.acts.student.keep_probs, "a student over attention_memory_mb keeps its probabilities");
+    params_zero_grad(&m.ps);
+    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx_recomputed, &recomputed);
+    CHECK(kept.loss == recomputed.loss && memcmp(g_kept, m.ps.grad, m.ps.numel * sizeof(real)) == 0 &&
+              memcmp(dx_kept, dx_recomputed, sizeof dx_kept) == 0,
+          "kept and recomputed attention probabilities gave different steps (loss %.9g vs %.9g)", kept.loss,
+          recomputed.loss);
+    free(g_kept);
+    model_free(&m);
+}
+
 /* The float build's GELU uses its own vectorisable erf and exp (layers.c);
  * they must agree with libm's in double to float precision, forward and
  * backward, over the whole range activations take (and past it). */
@@ -571,10 +614,10 @@ static void test_dropout_keep_mask(void)
     for (size_t i = 0; i < nout; i++)
         d_out[i] = cosf((float)i);
     DropoutSite drop = {0.25f, 3, 1, 4, 0, 0, NULL};
-    attention_backward(dqkv_drawn, NULL, d_out, qkv, NULL, B, N, D, H, drop, scratch);
+    attention_backward(dqkv_drawn, NULL, d_out, qkv, NULL, NULL, B, N, D, H, drop, scratch);
     drop.keep = attn_keep;
     attention_forward(out, probs, qkv, NULL, B, N, D, H, drop, scratch);
-    attention_backward(dqkv_kept, NULL, d_out, qkv, NULL, B, N, D, H, drop, scratch);
+    attention_backward(dqkv_kept, NULL, d_out, qkv, NULL, NULL, B, N, D, H, drop, scratch);
     CHECK(memcmp(dqkv_drawn, dqkv_kept, nqkv * sizeof *qkv) == 0,
           "attention backward from the recorded mask differs from the drawn one");
     free(qkv); free(out); free(d_out); free(probs); free(scratch); free(dqkv_drawn); free(dqkv_kept); free(attn_keep);
@@ -666,5 +709,6 @@ int main(void)
     test_rng();
     test_checkpoint();
     test_determinism();
+    test_attention_memory();
     return check_summary();
 }

@@ -241,7 +241,7 @@ static void test_attention(void)
     c.probs = zeros((size_t)c.B * c.H * c.N * c.N);
     c.r = random_array(nout, 1);
     c.scratch = zeros(attention_scratch_size(c.N, 64));
-    double *dqkv = zeros(nqkv), *again = zeros(nout), *dqkv_drawn = zeros(nqkv);
+    double *dqkv = zeros(nqkv), *again = zeros(nout), *dqkv_drawn = zeros(nqkv), *dqkv_kept = zeros(nqkv);
     uint8_t *keep = calloc((size_t)c.B * c.H * attention_keep_bytes(c.N), 1);
     /* 0: no dropout; 1: the backward draws the mask again; 2: it reads the
      * mask the forward recorded. */
@@ -249,7 +249,12 @@ static void test_attention(void)
         c.drop.p = with_dropout ? 0.2 : 0;
         c.drop.keep = with_dropout == 2 ? keep : NULL;
         attn_scalar(&c);
-        attention_backward(dqkv, again, c.r, c.qkv, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        /* From the forward's probabilities (a student that keeps them), then
+         * recomputing them: the same bits. */
+        attention_backward(dqkv_kept, NULL, c.r, c.qkv, c.probs, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        attention_backward(dqkv, again, c.r, c.qkv, NULL, c.pad, c.B, c.N, c.D, c.H, c.drop, c.scratch);
+        CHECK(memcmp(dqkv_kept, dqkv, nqkv * sizeof *dqkv) == 0,
+              "attention backward from the kept probabilities differs from the recomputed ones");
         /* The backward's recomputed output is the forward's, bit for bit. */
         CHECK(memcmp(again, c.out, nout * sizeof *again) == 0, "attention_backward's out differs from the forward's");
         const char *what[] = {"attention d_qkv (padding)", "attention d_qkv (padding, dropout)",
@@ -264,6 +269,7 @@ static void test_attention(void)
     c.drop.keep = NULL;
     free(again);
     free(dqkv_drawn);
+    free(dqkv_kept);
     free(keep);
     /* Padded keys get exactly zero weight. */
     for (int h = 0; h < c.H; h++)
