@@ -944,7 +944,7 @@ static const ConfigKey core_keys[] = {
     KEY(train, seed, CK_INT, "1", 0, 9007199254740991.0, NULL,
         "seed of every random choice (initialisation, masks, dropout, data order)"),
     KEY(train, threads, CK_INT, "0", 0, 1024, NULL, "worker threads; 0 means all cores"),
-    KEY(train, attention_memory_mb, CK_FLOAT, "128", 0, 1e9, NULL,
+    KEY(train, attention_memory_mb, CK_FLOAT, "96", 0, 1e9, NULL,
         "memory (MiB) for keeping every block's attention probabilities for the backward, which "
         "otherwise recomputes them (slower); 0 always recomputes"),
     KEY(train, log_every, CK_INT, "100", 1, MANY, NULL, "updates between log lines"),

@@ -34,7 +34,7 @@ static inline D2vConfig fixture_config(ObjectiveCase oc, int dim, int layers, in
     snprintf(cfg.target.final_norm, CONFIG_STR_LEN, "%s", oc.final_norm);
     snprintf(cfg.target.layer_output, CONFIG_STR_LEN, "%s", oc.tap);
     cfg.loss.beta = oc.beta;
-    cfg.train.attention_memory_mb = 128; /* the default: small models keep their attention probabilities */
+    cfg.train.attention_memory_mb = 96; /* the default: small models keep their attention probabilities */
     snprintf(cfg.loss.head, CONFIG_STR_LEN, "%s", oc.head);
     return cfg;
 }
