@@ -36,8 +36,15 @@
 
 #define MR 12   /* rows of the register block: 2 x 12 accumulators + 2 of B fit 32 zmm */
 #define NR 32   /* columns: two 16-float vectors */
-#define KC 256  /* depth per pass: a 12 x 256 A panel and a 256 x 32 B panel fit L1 (48 KB) */
-#define MC 240  /* rows packed per thread at a time: their 260 KB of A stay in L2 */
+/* Depth per pass. 256 would keep a 12-row A panel and a 32-column B panel
+ * together in L1 (48 KB); 1024 leaves the kernel reading both from L2,
+ * which keeps up, and makes a deep product 4x fewer passes (C read and
+ * written again, B packed, a barrier, per pass). Measured on this Zen 5
+ * machine (1 MB L2 per core), 2 threads, the operands cold: the step's
+ * K = 768/1024 products 426 -> 469 GFLOP/s, the weight gradients (K = 2048)
+ * 1-5% faster, 2048^3 408 -> 473; whole steps 1-4% faster. */
+#define KC 1024
+#define MC 120  /* rows packed per thread at a time: their 500 KB of A stay in L2 */
 #define NC 1536 /* columns of B packed at a time: 1.5 MB shared by the threads */
 
 /* Below this many multiply-adds a parallel region costs more than it saves. */

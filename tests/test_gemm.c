@@ -1,6 +1,6 @@
 /* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
  * computed here, over every transpose pair, edge sizes around its blocks
- * (MR 12, NR 32, KC 256, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
+ * (MR 12, NR 32, KC 1024, MC 120, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
  * leading dimensions, rows that overlap (lda < K, or < M transposed); plus BLAS's beta = 0 rule,
  * thread-count independence, and the D2V_GEMM=openblas switch. */
 #include "check.h"
@@ -135,7 +135,8 @@ int main(void)
 
     /* Sizes on both sides of each block edge, every transpose pair. */
     static const int sizes[][3] = {{1, 1, 1},     {12, 32, 1},    {13, 33, 7},   {11, 31, 256}, {25, 65, 257},
-                                   {240, 64, 64}, {241, 97, 513}, {3, 1600, 9}, {500, 40, 300}, {37, 1537, 31}};
+                                   {240, 64, 64}, {241, 97, 513}, {3, 1600, 9}, {500, 40, 300}, {37, 1537, 31},
+                                   {11, 31, 1024}, {121, 33, 1025}, {25, 40, 2049}};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
         for (int ta = 0; ta < 2; ta++)
             for (int tb = 0; tb < 2; tb++)
