@@ -111,7 +111,7 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
     b->probs = shared->keep_probs ? arena_take(arena, (size_t)B * t->heads * N * N) : shared->probs_scratch;
-    b->att = shared->att_scratch;
+    b->att = shared->keep_att ? arena_take(arena, M * D) : shared->att_scratch;
     b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
     /* Post-LN's ln2_out is the block's output, which only the next block
@@ -151,9 +151,14 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
      * (a GEMM and a softmax per head; image_tiny: 4.6 -> 2.8 ms per block's
      * attention backward with the recomputed output skipped too, 2
      * threads). Otherwise one buffer serves every block's forward and is
-     * d_qkv in the backward (below). */
+     * d_qkv in the backward (below). Where the attention outputs fit in
+     * what is left, they are kept too, and the backward skips recomputing
+     * them (a GEMM per head more: text_tiny, not image_tiny). */
     const size_t probs = (size_t)B * t->heads * N * N;
-    a->keep_probs = keep_all && (double)probs * sizeof(real) * t->layers <= (double)t->attention_memory;
+    const double probs_bytes = (double)probs * sizeof(real) * t->layers;
+    const double att_bytes = (double)M * D * sizeof(real) * t->layers;
+    a->keep_probs = keep_all && probs_bytes <= (double)t->attention_memory;
+    a->keep_att = a->keep_probs && probs_bytes + att_bytes <= (double)t->attention_memory;
     const size_t probs_scratch = a->keep_probs ? 0 : probs;
     a->probs_scratch = arena_take(arena, keep_all && 3 * M * D > probs_scratch ? 3 * M * D : probs_scratch);
     /* Pre-LN's LN1 and LN2 outputs are never needed at the same time. */
@@ -161,7 +166,7 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->ln2_scratch = post ? NULL : a->ln1_scratch;
     a->out_scratch[0] = post ? arena_take(arena, M * D) : NULL;
     a->out_scratch[1] = post ? arena_take(arena, M * D) : NULL;
-    a->att_scratch = arena_take(arena, M * D);
+    a->att_scratch = a->keep_att ? NULL : arena_take(arena, M * D);
     a->proj_scratch = arena_take(arena, M * D);
     a->act_scratch = arena_take(arena, M * F);
     a->ffn_scratch = arena_take(arena, M * D);
@@ -293,12 +298,14 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
             d_res1[i] += d_end[i];
     }
 
-    /* res1 = x + dropout(proj(attention(qkv(attn_in)))). The attention's
-     * output (proj's input) was not kept: attention_backward recomputes it
-     * with the probabilities, so proj's weight gradient comes after. */
+    /* res1 = x + dropout(proj(attention(qkv(attn_in)))). Where the
+     * attention's output (proj's input) was not kept, attention_backward
+     * recomputes it with the probabilities, so proj's weight gradient comes
+     * after. */
     const real *d_proj = dropout_grad(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
     linear_backward(s->d_c, NULL, g + p->proj_b, d_proj, NULL, w + p->proj_w, M, D, D, 0);
-    attention_backward(s->d_qkv, a->att, s->d_c, a->qkv, s->keep_probs ? a->probs : NULL, pad, B, N, D, t->heads,
+    attention_backward(s->d_qkv, s->keep_att ? NULL : a->att, s->d_c, a->qkv, s->keep_probs ? a->probs : NULL, pad,
+                       B, N, D, t->heads,
                        site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads, a->attn_keep), s->attn_scratch);
     linear_backward_weight(g + p->proj_w, d_proj, a->att, M, D, D);
     if (post) {

@@ -48,13 +48,13 @@ typedef struct {
     real *probs;             /* (B,H,N,N) the block's own where the student keeps them
                               * (TransformerActs.keep_probs), else shared: after a
                               * forward, the last block's */
-    real *att, *res1;        /* (M,D); att shared, see below */
+    real *att, *res1;        /* (M,D); att the block's own where kept (keep_att), else shared, see below */
     real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared, see below */
     real *fc1;               /* (M,F); block_backward leaves GELU(fc1) in it */
     /* Not kept for the backward, so shared by all blocks and valid only
      * until the next block's forward (the teacher reads its ffn tap in
      * between): att (M,D) the attention's output (attention_backward
-     * recomputes it), proj (M,D) the attention output projection, act (M,F)
+     * recomputes it, unless kept: keep_att), proj (M,D) the attention output projection, act (M,F)
      * GELU(fc1), the largest tensor of a block, recomputed by
      * block_backward, and ffn (M,D) the FFN output before the last
      * residual. Likewise the layer norms' outputs: those that are only GEMM
@@ -74,6 +74,7 @@ typedef struct {
     int B, N;         /* capacity */
     int n_blocks;     /* layers (student) or 2 (teacher: ping-pong scratch) */
     int keep_probs;   /* each block keeps its attention probabilities for the backward */
+    int keep_att;     /* and its attention output (only with keep_probs) */
     real *input;      /* (M,D) what block 0 sees (NULL: x itself, pre-LN without dropout) */
     uint8_t *input_keep; /* the input dropout's keep mask (as BlockActs') */
     real *norm_mean, *norm_rstd;

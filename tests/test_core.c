@@ -435,9 +435,10 @@ static void test_determinism(void)
     model_free(&m);
 }
 
-/* A student that keeps its blocks' attention probabilities (train.
- * attention_memory_mb large enough) and one that recomputes them in the
- * backward (0) take the same step, bit for bit, dropout included. */
+/* A student that keeps its blocks' attention probabilities and outputs
+ * (train.attention_memory_mb large enough), one that keeps the
+ * probabilities only and one that recomputes both in the backward take the
+ * same step, bit for bit, dropout included. */
 static void test_attention_memory(void)
 {
     ObjectiveCase oc = {"post_ln", "instance", "none", "ffn", "linear", 0, 0.1};
@@ -455,27 +456,35 @@ static void test_attention_memory(void)
     D2vConfig cfg = fixture_config(oc, D, 2, 4, 64, 2);
     Model m;
     model_init(&m, &cfg, B, N);
-    CHECK(m.acts.student.keep_probs && !m.acts.teacher.keep_probs &&
-              m.acts.student.blocks[0].probs != m.acts.student.blocks[1].probs,
-          "a student within attention_memory_mb does not keep each block's probabilities");
+    CHECK(m.acts.student.keep_probs && m.acts.student.keep_att && !m.acts.teacher.keep_probs &&
+              m.acts.student.blocks[0].probs != m.acts.student.blocks[1].probs &&
+              m.acts.student.blocks[0].att != m.acts.student.blocks[1].att,
+          "a student within attention_memory_mb does not keep each block's probabilities and outputs");
     real *g_kept = malloc(m.ps.numel * sizeof(real));
     params_zero_grad(&m.ps);
     d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx_kept, &kept);
     memcpy(g_kept, m.ps.grad, m.ps.numel * sizeof(real));
     model_free(&m);
 
-    /* Below one block's probabilities (B*H*N*N floats, 13.9 KB here): none kept. */
-    cfg.train.attention_memory_mb = 0.01;
-    model_init(&m, &cfg, B, N);
-    CHECK(!m.acts.student.keep_probs, "a student over attention_memory_mb keeps its probabilities");
-    params_zero_grad(&m.ps);
-    d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx_recomputed, &recomputed);
-    CHECK(kept.loss == recomputed.loss && memcmp(g_kept, m.ps.grad, m.ps.numel * sizeof(real)) == 0 &&
-              memcmp(dx_kept, dx_recomputed, sizeof dx_kept) == 0,
-          "kept and recomputed attention probabilities gave different steps (loss %.9g vs %.9g)", kept.loss,
-          recomputed.loss);
+    /* Here two blocks' probabilities (B*H*N*N floats each) take 27.1 KB and
+     * their outputs (B*N*D) 12.8 KB: 0.03 MiB keeps the probabilities only,
+     * 0.01 MiB neither. */
+    const double budgets[] = {0.03, 0.01};
+    for (int b = 0; b < 2; b++) {
+        cfg.train.attention_memory_mb = budgets[b];
+        model_init(&m, &cfg, B, N);
+        CHECK(m.acts.student.keep_probs == (b == 0) && !m.acts.student.keep_att,
+              "attention_memory_mb %g: probabilities kept %d, outputs kept %d", budgets[b],
+              m.acts.student.keep_probs, m.acts.student.keep_att);
+        params_zero_grad(&m.ps);
+        d2v_step(&m.model, &m.ps, &m.acts, x, x, mask, NULL, B, N, mode, dx_recomputed, &recomputed);
+        CHECK(kept.loss == recomputed.loss && memcmp(g_kept, m.ps.grad, m.ps.numel * sizeof(real)) == 0 &&
+                  memcmp(dx_kept, dx_recomputed, sizeof dx_kept) == 0,
+              "attention_memory_mb %g gave another step than keeping everything (loss %.9g vs %.9g)", budgets[b],
+              recomputed.loss, kept.loss);
+        model_free(&m);
+    }
     free(g_kept);
-    model_free(&m);
 }
 
 /* The float build's GELU uses its own vectorisable erf and exp (layers.c);
