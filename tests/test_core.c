@@ -401,6 +401,17 @@ static void test_checkpoint(void)
 
 /* ---- determinism ------------------------------------------------------------------------- */
 
+/* A step's inputs: x (rows, D) normal, about half the rows masked. */
+static void random_step_inputs(real *x, uint8_t *mask, int rows, int D, uint64_t seed)
+{
+    Rng rng;
+    rng_init(&rng, seed, 0);
+    for (int i = 0; i < rows * D; i++)
+        x[i] = rng_normal(&rng);
+    for (int i = 0; i < rows; i++)
+        mask[i] = rng_uniform(&rng) < 0.5f;
+}
+
 static void test_determinism(void)
 {
     ObjectiveCase oc = {"post_ln", "instance", "none", "ffn", "linear", 0, 0.1};
@@ -410,12 +421,7 @@ static void test_determinism(void)
     model_init(&m, &cfg, B, N);
     static real x[B * N * D], dx1[B * N * D], dx2[B * N * D];
     uint8_t mask[B * N];
-    Rng rng;
-    rng_init(&rng, 3, 0);
-    for (int i = 0; i < B * N * D; i++)
-        x[i] = rng_normal(&rng);
-    for (int i = 0; i < B * N; i++)
-        mask[i] = rng_uniform(&rng) < 0.5f;
+    random_step_inputs(x, mask, B * N, D, 3);
     real *g1 = malloc(m.ps.numel * sizeof(real));
     StepStats s1, s2;
     ForwardMode mode = {.train = 1, .seed = 11, .step = 5};
@@ -445,12 +451,7 @@ static void test_attention_memory(void)
     enum { B = 3, N = 17, D = 32 };
     static real x[B * N * D], dx_kept[B * N * D], dx_recomputed[B * N * D];
     uint8_t mask[B * N];
-    Rng rng;
-    rng_init(&rng, 4, 0);
-    for (int i = 0; i < B * N * D; i++)
-        x[i] = rng_normal(&rng);
-    for (int i = 0; i < B * N; i++)
-        mask[i] = rng_uniform(&rng) < 0.5f;
+    random_step_inputs(x, mask, B * N, D, 4);
     ForwardMode mode = {.train = 1, .seed = 11, .step = 5};
     StepStats kept, recomputed;
     D2vConfig cfg = fixture_config(oc, D, 2, 4, 64, 2);
