@@ -945,8 +945,8 @@ static const ConfigKey core_keys[] = {
         "seed of every random choice (initialisation, masks, dropout, data order)"),
     KEY(train, threads, CK_INT, "0", 0, 1024, NULL, "worker threads; 0 means all cores"),
     KEY(train, attention_memory_mb, CK_FLOAT, "96", 0, 1e9, NULL,
-        "memory (MiB) for keeping every block's attention probabilities for the backward, which "
-        "otherwise recomputes them (slower); 0 always recomputes"),
+        "memory (MiB) for keeping every block's attention probabilities (and, where they fit too, "
+        "outputs) for the backward, which otherwise recomputes them (slower); 0 always recomputes"),
     KEY(train, log_every, CK_INT, "100", 1, MANY, NULL, "updates between log lines"),
     KEY(train, save_every, CK_INT, "5000", 0, MANY, NULL,
         "updates between checkpoints; 0 means only at the end"),

@@ -100,7 +100,7 @@ typedef struct {
         int64_t update_freq;     /* micro-batches accumulated per update */
         int64_t sync_check_every; /* steps between cross-rank parameter checks */
         double dist_timeout;     /* seconds a collective may wait */
-        double attention_memory_mb; /* kept attention probabilities' budget (transformer.h) */
+        double attention_memory_mb; /* budget for kept attention probabilities and outputs (transformer.h) */
     } train;
     struct {
         char on_error[CONFIG_STR_LEN]; /* skip | fail */

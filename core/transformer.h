@@ -33,8 +33,8 @@ typedef struct {
     real eps;
     real dropout, attention_dropout, activation_dropout;
     /* Bytes the student may spend keeping every block's attention
-     * probabilities for the backward, which otherwise recomputes them
-     * (train.attention_memory_mb). */
+     * probabilities (and, where they fit too, outputs) for the backward,
+     * which otherwise recomputes them (train.attention_memory_mb). */
     size_t attention_memory;
     BlockParams blocks[MAX_LAYERS];
     size_t norm_w, norm_b; /* LN_in (post-LN) or LN_out (pre-LN) */
@@ -54,13 +54,13 @@ typedef struct {
     /* Not kept for the backward, so shared by all blocks and valid only
      * until the next block's forward (the teacher reads its ffn tap in
      * between): att (M,D) the attention's output (attention_backward
-     * recomputes it, unless kept: keep_att), proj (M,D) the attention output projection, act (M,F)
-     * GELU(fc1), the largest tensor of a block, recomputed by
-     * block_backward, and ffn (M,D) the FFN output before the last
-     * residual. Likewise the layer norms' outputs: those that are only GEMM
-     * inputs, and post-LN's block output ln2_out (two buffers in turn: the
-     * next block reads it), each recomputed from its input and the saved
-     * mean and 1/std. Issue 6: peak memory. */
+     * recomputes it, unless kept: keep_att), proj (M,D) the attention
+     * output projection, act (M,F) GELU(fc1), the largest tensor of a
+     * block, recomputed by block_backward, and ffn (M,D) the FFN output
+     * before the last residual. Likewise the layer norms' outputs: those
+     * that are only GEMM inputs, and post-LN's block output ln2_out (two
+     * buffers in turn: the next block reads it), each recomputed from its
+     * input and the saved mean and 1/std. Issue 6: peak memory. */
     real *proj, *act, *ffn;
     real *res2;              /* (M,D) */
     real *out;               /* the block's end output: ln2_out (post) or res2 (pre) */
