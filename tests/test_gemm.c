@@ -1,8 +1,9 @@
 /* test_gemm — d2v_sgemm (core/gemm.c) against a double-precision product
  * computed here, over every transpose pair, edge sizes around its blocks
- * (MR 12, NR 32, KC 1024, MC 120, NC 1536), alpha and beta, d2v_sgemm_bias, and padded
- * leading dimensions, rows that overlap (lda < K, or < M transposed); plus BLAS's beta = 0 rule,
- * thread-count independence, and the D2V_GEMM=openblas switch. */
+ * (MR 12, NR 32, KC 1024, MC 120, NC 1536), alpha and beta, d2v_sgemm_bias,
+ * padded leading dimensions, and rows that overlap (lda < K, or < M
+ * transposed); plus BLAS's beta = 0 rule, thread-count independence, and
+ * the D2V_GEMM=openblas switch. */
 #include "check.h"
 #include "gemm.h"
 
