@@ -635,8 +635,9 @@ static void test_dropout_keep_mask(void)
 
 /* attention_forward's probabilities against softmax(q k^T / sqrt(Dh)) in
  * double, for key counts around the 16-float blocks of its softmax (a
- * masked last block), with padded keys (probability exactly 0) and a row
- * whose keys are all padding (all 0). */
+ * masked last block) and not a multiple of its four-row groups, with
+ * padded keys (probability exactly 0) and rows whose keys are all padding
+ * (all 0). */
 static void test_attention_softmax(void)
 {
     const int sizes[] = {13, 16, 37, 99};
