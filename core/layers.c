@@ -44,28 +44,36 @@ void linear_backward_weight(real *d_weight, const real *d_out, const real *in, i
     gemm(CblasRowMajor, CblasTrans, CblasNoTrans, Out, In, M, R(1), d_out, Out, in, In, R(1), d_weight, In);
 }
 
-/* Columns per thread's share of a bias gradient: two 16-float vectors. */
-#define BIAS_COLUMNS 32
+/* A bias gradient's column sums go in this many fixed blocks of rows, each
+ * summed in row order and the blocks added in block order: the same bits
+ * whatever the thread count. Blocks of rows read d_out as it lies, whole
+ * rows at a time; threads taking blocks of 32 columns each read every
+ * row at a stride (measured, 2 threads, d_out from memory: 3152 x 768
+ * 486 -> 305 us, 2048 x 1024 493 -> 258, 3152 x 192 81 -> 63). */
+#define BIAS_ROW_BLOCKS 16
+#define BIAS_COLUMNS 1024 /* at a time, so the blocks' partial sums stay 64 KB (on the stack) */
 
 void bias_backward(real *d_bias, const real *d_out, int M, int Out)
 {
-    /* Threads take blocks of columns and sum each down the rows in row
-     * order: one fixed summation order whatever the thread count. (Serial,
-     * this left the other core spinning: 2-3% of an image_tiny step.) */
-    const int blocks = (Out + BIAS_COLUMNS - 1) / BIAS_COLUMNS;
+    real partial[BIAS_ROW_BLOCKS][BIAS_COLUMNS];
+    for (int c0 = 0; c0 < Out; c0 += BIAS_COLUMNS) {
+        const int n = Out - c0 < BIAS_COLUMNS ? Out - c0 : BIAS_COLUMNS;
 #pragma omp parallel for schedule(static)
-    for (int c = 0; c < blocks; c++) {
-        const int first = c * BIAS_COLUMNS, n = Out - first < BIAS_COLUMNS ? Out - first : BIAS_COLUMNS;
-        real sum[BIAS_COLUMNS];
-        for (int o = 0; o < n; o++)
-            sum[o] = d_bias[first + o];
-        for (int m = 0; m < M; m++) {
-            const real *row = d_out + (size_t)m * Out + first;
+        for (int b = 0; b < BIAS_ROW_BLOCKS; b++) {
+            const int m0 = (int)((long long)M * b / BIAS_ROW_BLOCKS), m1 = (int)((long long)M * (b + 1) / BIAS_ROW_BLOCKS);
+            real *sum = partial[b];
             for (int o = 0; o < n; o++)
-                sum[o] += row[o];
+                sum[o] = 0;
+            for (int m = m0; m < m1; m++) {
+                const real *row = d_out + (size_t)m * Out + c0;
+#pragma omp simd
+                for (int o = 0; o < n; o++)
+                    sum[o] += row[o];
+            }
         }
-        for (int o = 0; o < n; o++)
-            d_bias[first + o] = sum[o];
+        for (int b = 0; b < BIAS_ROW_BLOCKS; b++)
+            for (int o = 0; o < n; o++)
+                d_bias[c0 + o] += partial[b][o];
     }
 }
 

@@ -13,6 +13,7 @@
 #include "safetensors.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -537,6 +538,42 @@ static void test_gelu_precision(void)
     free(dy);
 }
 
+/* bias_backward sums rows in fixed blocks: the column sums of d_out
+ * added to what d_bias held, close to the sums in double, and the same
+ * bits on 1 thread and on 2. Fewer rows than blocks, and more; more
+ * columns than one pass takes (1024). */
+static void test_bias_backward(void)
+{
+    const int shapes[3][2] = {{5, 40}, {300, 1500}, {3152, 192}}; /* M, Out */
+    for (int s = 0; s < 3; s++) {
+        const int M = shapes[s][0], Out = shapes[s][1];
+        real *d_out = malloc((size_t)M * Out * sizeof *d_out), *one = malloc(Out * sizeof *d_out),
+             *two = malloc(Out * sizeof *d_out);
+        for (size_t i = 0; i < (size_t)M * Out; i++)
+            d_out[i] = sinf(0.13f * (float)i);
+        double worst = 0;
+        const int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+        for (int o = 0; o < Out; o++)
+            one[o] = two[o] = (real)o / Out;
+        bias_backward(one, d_out, M, Out);
+        omp_set_num_threads(2);
+        bias_backward(two, d_out, M, Out);
+        omp_set_num_threads(threads);
+        for (int o = 0; o < Out; o++) {
+            double sum = (double)o / Out;
+            for (int m = 0; m < M; m++)
+                sum += d_out[(size_t)m * Out + o];
+            worst = fmax(worst, fabs(one[o] - sum));
+        }
+        CHECK(worst < 1e-5 * (1 + sqrt((double)M)), "bias_backward %d x %d: off by %.3g from the sums in double", M, Out, worst);
+        CHECK(memcmp(one, two, Out * sizeof *one) == 0, "bias_backward %d x %d: 1 and 2 threads differ", M, Out);
+        free(d_out);
+        free(one);
+        free(two);
+    }
+}
+
 /* max |a - b| over max |b|: how far a is from b on b's own scale. */
 static double largest_difference(const float *a, const float *b, size_t n)
 {
@@ -710,6 +747,7 @@ int main(void)
 {
     test_error_one_line();
     test_gelu_precision();
+    test_bias_backward();
     test_dropout_keep_mask();
     test_attention_softmax();
     test_layernorm_gelu_backward();
