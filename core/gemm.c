@@ -170,15 +170,14 @@ __attribute__((target("avx512f"))) static void pack_b_transposed_half(float *dst
 }
 
 /* op(B) depth k0 .. k0+kc, columns n0 .. n0+nc, into panels of NR columns
- * (panel[k * NR + j], zero past nc), kc * NR floats apart. Called by every
- * thread of the region: the work is shared out (omp for). A B that is not
- * transposed is read row by row across all panels. */
-static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int kc)
+ * (panel[k * NR + j], zero past nc), kc * NR floats apart: thread t of
+ * `threads` packs its equal part (the caller waits for all of them). A B
+ * that is not transposed is read row by row across all panels. */
+static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int kc, int t, int threads)
 {
     const int panels = (nc + NR - 1) / NR;
     if (!b.transposed) {
-#pragma omp for schedule(static)
-        for (int k = 0; k < kc; k++) {
+        for (int k = kc * t / threads; k < kc * (t + 1) / threads; k++) {
             const float *src = b.data + (size_t)(k0 + k) * b.ld + n0;
             /* The row 8 on, as for a transposed A (pack_a_block): a weight
              * gradient's B is an activation read once, from memory. Cold
@@ -199,8 +198,7 @@ static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int k
         }
         return;
     }
-#pragma omp for schedule(static)
-    for (int jp = 0; jp < panels; jp++) {
+    for (int jp = panels * t / threads; jp < panels * (t + 1) / threads; jp++) {
         const int cols = nc - jp * NR < NR ? nc - jp * NR : NR;
         float *panel = b_pack + (size_t)jp * NR * kc;
         for (int j0 = 0; j0 < NR; j0 += 16) {
@@ -419,53 +417,74 @@ static int share_take(Share *share, int chunk, int from_tail, int *lo, int *hi)
     }
 }
 
-static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, const float *bias,
-                          float *C, int ldc, float *b_pack, float *a_pack, Share *shares, int threads)
+/* Thread t's part of the product, called by each of `threads` threads of
+ * one parallel region, or on its own (threads = 1) with no region at all. */
+static void blocked_sgemm_thread(int t, int threads, Operand a, Operand b, int M, int N, int K, float alpha,
+                                 float beta, const float *bias, float *C, int ldc, float *b_pack, float *a_pack,
+                                 Share *shares)
 {
     const int panels = (M + MR - 1) / MR;
-#pragma omp parallel num_threads(threads)
-    {
-        const int t = omp_get_thread_num();
-        float *my_a = a_pack + (size_t)t * (MC / MR) * A_PANEL;
-        const int first = (int)((long long)panels * t / threads), last = (int)((long long)panels * (t + 1) / threads);
-        for (int jc = 0; jc < N; jc += NC) {
-            const int nc = N - jc < NC ? N - jc : NC;
-            for (int pc = 0; pc < K; pc += KC) {
-                const int kc = K - pc < KC ? K - pc : KC;
-                /* The first pass over k applies beta (or the bias); later
-                 * ones add to it. */
-                const float pass_beta = pc == 0 ? beta : 1.0f;
-                const float *pass_bias = pc == 0 ? bias : NULL;
-                /* Each thread owns the same rows in every pass, so its
-                 * rows of C stay in its own L2 from pass to pass; set
-                 * before the packing's barrier, so no thread takes from
-                 * a share left over from the last pass. */
-                __atomic_store_n(&shares[t].range, share_range((uint32_t)first, (uint32_t)last), __ATOMIC_RELEASE);
-                /* Every thread's microkernels read all of B: packed by
-                 * all, and the omp for's barrier waits for the whole. */
-                pack_b_block(b_pack, b, jc, nc, pc, kc);
-                const Pass pass = {pc, kc, jc, nc, pass_beta, pass_bias};
-                /* A transposed A is packed 16 of its rows at a time across
-                 * all the block's panels: its owner takes whole blocks
-                 * (MC rows), so those copies stay long. */
-                const int chunk = row_chunk(nc, kc), own_chunk = a.transposed ? MC / MR : chunk;
-                int lo, hi;
-                while (share_take(&shares[t], own_chunk, 0, &lo, &hi))
+    float *my_a = a_pack + (size_t)t * (MC / MR) * A_PANEL;
+    const int first = (int)((long long)panels * t / threads), last = (int)((long long)panels * (t + 1) / threads);
+    for (int jc = 0; jc < N; jc += NC) {
+        const int nc = N - jc < NC ? N - jc : NC;
+        for (int pc = 0; pc < K; pc += KC) {
+            const int kc = K - pc < KC ? K - pc : KC;
+            /* The first pass over k applies beta (or the bias); later
+             * ones add to it. */
+            const float pass_beta = pc == 0 ? beta : 1.0f;
+            const float *pass_bias = pc == 0 ? bias : NULL;
+            /* Each thread owns the same rows in every pass, so its
+             * rows of C stay in its own L2 from pass to pass; set
+             * before the packing's barrier, so no thread takes from
+             * a share left over from the last pass. */
+            __atomic_store_n(&shares[t].range, share_range((uint32_t)first, (uint32_t)last), __ATOMIC_RELEASE);
+            /* Every thread's microkernels read all of B: packed by
+             * all, and all of it before anyone reads it. */
+            pack_b_block(b_pack, b, jc, nc, pc, kc, t, threads);
+            if (threads > 1) {
+#pragma omp barrier
+            }
+            const Pass pass = {pc, kc, jc, nc, pass_beta, pass_bias};
+            /* A transposed A is packed 16 of its rows at a time across
+             * all the block's panels: its owner takes whole blocks
+             * (MC rows), so those copies stay long. */
+            const int chunk = row_chunk(nc, kc), own_chunk = a.transposed ? MC / MR : chunk;
+            int lo, hi;
+            while (share_take(&shares[t], own_chunk, 0, &lo, &hi))
+                multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
+            /* Then the others' rows, from the far end: on this shared
+             * machine one core often runs slower for a while, and with
+             * fixed halves the other waited at the barrier (issue 6:
+             * 2 threads, forward and input-gradient shapes, 195-215 ->
+             * 230-255 GFLOP/s in slow spells, equal in quiet ones).
+             * Which thread computes a block does not change its bits. */
+            for (int v = 1; v < threads; v++)
+                while (share_take(&shares[(t + v) % threads], chunk, 1, &lo, &hi))
                     multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
-                /* Then the others' rows, from the far end: on this shared
-                 * machine one core often runs slower for a while, and with
-                 * fixed halves the other waited at the barrier (issue 6:
-                 * 2 threads, forward and input-gradient shapes, 195-215 ->
-                 * 230-255 GFLOP/s in slow spells, equal in quiet ones).
-                 * Which thread computes a block does not change its bits. */
-                for (int v = 1; v < threads; v++)
-                    while (share_take(&shares[(t + v) % threads], chunk, 1, &lo, &hi))
-                        multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
-                /* Nobody repacks B while another thread still reads it. */
+            /* Nobody repacks B while another thread still reads it. */
+            if (threads > 1) {
 #pragma omp barrier
             }
         }
     }
+}
+
+static void blocked_sgemm(Operand a, Operand b, int M, int N, int K, float alpha, float beta, const float *bias,
+                          float *C, int ldc, float *b_pack, float *a_pack, Share *shares, int threads)
+{
+    /* One thread (attention's per-(batch, head) products, each inside the
+     * caller's parallel loop) opens no region: a nested region of one
+     * thread cost 0.7 us to open and close, and a step makes thousands
+     * (image_tiny: 48 (b,h) x ~9 products x 12 blocks). */
+    if (threads == 1) {
+        blocked_sgemm_thread(0, 1, a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, shares);
+        return;
+    }
+    /* The team's own size: a region may get fewer threads than asked. */
+#pragma omp parallel num_threads(threads)
+    blocked_sgemm_thread(omp_get_thread_num(), omp_get_num_threads(), a, b, M, N, K, alpha, beta, bias, C, ldc,
+                         b_pack, a_pack, shares);
 }
 
 /* The AVX-512 path of d2v_sgemm and d2v_sgemm_bias; 0 when it cannot run
