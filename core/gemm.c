@@ -227,19 +227,24 @@ static void pack_b_block(float *b_pack, Operand b, int n0, int nc, int k0, int k
 #define KERNEL_NOT_SANITIZED
 #endif
 
+/* halves: 2, or 1 where the panel has at most 16 columns and its second
+ * vector would be all padding: attention's 197 keys end in a panel of 5
+ * (QK^T and dP, 197 x 197 x 64 on one thread: 24.4 -> 23.4 us). */
 __attribute__((target("avx512f"), always_inline)) KERNEL_NOT_SANITIZED static inline void
 block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride, int k_stride,
-              const float *restrict b_panel)
+              const float *restrict b_panel, int halves)
 {
     for (int i = 0; i < MR; i++)
         acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
-        const __m512 b0 = _mm512_load_ps(b_panel + k * NR), b1 = _mm512_load_ps(b_panel + k * NR + 16);
+        const __m512 b0 = _mm512_load_ps(b_panel + k * NR);
+        const __m512 b1 = halves == 2 ? _mm512_load_ps(b_panel + k * NR + 16) : _mm512_setzero_ps();
 #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             const __m512 x = _mm512_set1_ps(a[i * row_stride + k * k_stride]);
             acc[i][0] = _mm512_fmadd_ps(x, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
+            if (halves == 2)
+                acc[i][1] = _mm512_fmadd_ps(x, b1, acc[i][1]);
         }
     }
 }
@@ -267,12 +272,21 @@ __attribute__((target("avx512f"))) KERNEL_NOT_SANITIZED static void microkernel(
         _mm_prefetch((const char *)(c + (size_t)i * ldc + cols - 1), _MM_HINT_ET0);
     }
     /* Constant strides where they are known, so those loops have fixed offsets. */
-    if (a_row_stride == A_STRIDE)
-        block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel);
-    else if (a_row_stride == 0)
-        block_product(acc, kc, a_panel, 1, MR, b_panel);
-    else
-        block_product(acc, kc, a_panel, a_row_stride, 1, b_panel);
+    if (cols > 16) {
+        if (a_row_stride == A_STRIDE)
+            block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel, 2);
+        else if (a_row_stride == 0)
+            block_product(acc, kc, a_panel, 1, MR, b_panel, 2);
+        else
+            block_product(acc, kc, a_panel, a_row_stride, 1, b_panel, 2);
+    } else {
+        if (a_row_stride == A_STRIDE)
+            block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel, 1);
+        else if (a_row_stride == 0)
+            block_product(acc, kc, a_panel, 1, MR, b_panel, 1);
+        else
+            block_product(acc, kc, a_panel, a_row_stride, 1, b_panel, 1);
+    }
     const __mmask16 lo = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 hi = cols >= NR ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
