@@ -162,56 +162,77 @@ void layernorm_recompute(real *out, const real *in, const real *mean, const real
     layernorm_rows_recompute(out, in, mean, rstd, gamma, beta, M, D, 0);
 }
 
-void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
-                        const real *mean, const real *rstd, const real *gamma, int M, int D)
+/* One row of layer norm's backward: d x = r (d xhat - mean(d xhat) - xhat
+ * mean(d xhat xhat)), d xhat = d_out gamma; and, where g is given, the
+ * row's share of the gain and bias gradients added to g and b. The row is
+ * read whole before it is written: dx may be dy. */
+static inline void layernorm_backward_row(real *dx, real *g, real *b, const real *dy, const real *x, real mu, real r,
+                                          const real *gamma, int D)
 {
-    /* Parameter gradients first: they read d_out, which d_in may overwrite.
-     * They reduce over rows: parallel over blocks of channels instead, each
-     * summed in row order, so the result does not depend on the thread
-     * count. A block of 16 floats is one cache line per row: the rows are
-     * streamed once, not once per channel. */
-    enum { BLOCK = 16 };
-    const int blocks = d_gamma ? (D + BLOCK - 1) / BLOCK : 0;
-#pragma omp parallel for schedule(static)
-    for (int blk = 0; blk < blocks; blk++) {
-        const int d0 = blk * BLOCK, width = D - d0 < BLOCK ? D - d0 : BLOCK;
-        real g[BLOCK] = {0}, b[BLOCK] = {0};
-        for (int m = 0; m < M; m++) {
-            const real *dy = d_out + (size_t)m * D + d0, *x = in + (size_t)m * D + d0;
-            const real mu = mean[m], r = rstd[m];
-            for (int j = 0; j < width; j++) {
-                g[j] += dy[j] * (x[j] - mu) * r;
-                b[j] += dy[j];
-            }
-        }
-        for (int j = 0; j < width; j++) {
-            d_gamma[d0 + j] += g[j];
-            d_beta[d0 + j] += b[j];
-        }
-    }
-    /* d xhat = d_out * gamma; d x = r * (d xhat - mean(d xhat) - xhat * mean(d xhat * xhat)).
-     * Each row is read whole before it is written: in place is fine. */
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++) {
-        const real *x = in + (size_t)m * D, *dy = d_out + (size_t)m * D;
-        real *dx = d_in + (size_t)m * D;
-        real mu = mean[m], r = rstd[m];
-        real sum_dxhat = 0, sum_dxhat_xhat = 0;
+    real sum_dxhat = 0, sum_dxhat_xhat = 0;
+    if (g) {
 #pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
         for (int d = 0; d < D; d++) {
-            real xhat = (x[d] - mu) * r;
-            real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
+            const real xhat = (x[d] - mu) * r;
+            const real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
+            sum_dxhat += dxhat;
+            sum_dxhat_xhat += dxhat * xhat;
+            g[d] += dy[d] * xhat;
+            b[d] += dy[d];
+        }
+    } else {
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
+        for (int d = 0; d < D; d++) {
+            const real xhat = (x[d] - mu) * r;
+            const real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
             sum_dxhat += dxhat;
             sum_dxhat_xhat += dxhat * xhat;
         }
-        sum_dxhat /= (real)D;
-        sum_dxhat_xhat /= (real)D;
-        for (int d = 0; d < D; d++) {
-            real xhat = (x[d] - mu) * r;
-            real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
-            dx[d] = r * (dxhat - sum_dxhat - xhat * sum_dxhat_xhat);
-        }
     }
+    sum_dxhat /= (real)D;
+    sum_dxhat_xhat /= (real)D;
+    for (int d = 0; d < D; d++) {
+        const real xhat = (x[d] - mu) * r;
+        const real dxhat = gamma ? dy[d] * gamma[d] : dy[d];
+        dx[d] = r * (dxhat - sum_dxhat - xhat * sum_dxhat_xhat);
+    }
+}
+
+/* The gain and bias gradients reduce over rows: rows go in this many
+ * fixed blocks, each summed in row order, and the blocks are added in
+ * block order, so the result does not depend on the thread count. A block
+ * sums them in the same pass that takes its rows' input gradient: d_out
+ * and in are read once. (Threads taking 16-channel strips down every row
+ * first, then the rows again: 0.75% + 0.43% of an image_tiny step.) */
+#define LAYERNORM_ROW_BLOCKS 16
+
+void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
+                        const real *mean, const real *rstd, const real *gamma, int M, int D)
+{
+    if (!d_gamma) {
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < M; m++)
+            layernorm_backward_row(d_in + (size_t)m * D, NULL, NULL, d_out + (size_t)m * D, in + (size_t)m * D,
+                                   mean[m], rstd[m], gamma, D);
+        return;
+    }
+    real partial[LAYERNORM_ROW_BLOCKS][2][D];
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < LAYERNORM_ROW_BLOCKS; blk++) {
+        real *g = partial[blk][0], *b = partial[blk][1];
+        memset(g, 0, (size_t)D * sizeof *g);
+        memset(b, 0, (size_t)D * sizeof *b);
+        const int m0 = (int)((long long)M * blk / LAYERNORM_ROW_BLOCKS);
+        const int m1 = (int)((long long)M * (blk + 1) / LAYERNORM_ROW_BLOCKS);
+        for (int m = m0; m < m1; m++)
+            layernorm_backward_row(d_in + (size_t)m * D, g, b, d_out + (size_t)m * D, in + (size_t)m * D, mean[m],
+                                   rstd[m], gamma, D);
+    }
+    for (int blk = 0; blk < LAYERNORM_ROW_BLOCKS; blk++)
+        for (int d = 0; d < D; d++) {
+            d_gamma[d] += partial[blk][0][d];
+            d_beta[d] += partial[blk][1][d];
+        }
 }
 
 /* ---- instance norm over positions ----------------------------------------- */

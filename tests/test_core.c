@@ -574,6 +574,33 @@ static void test_bias_backward(void)
     }
 }
 
+/* layernorm_backward sums its gain and bias gradients over fixed blocks
+ * of rows: the same bits on 1 thread and on 2, in place or not. */
+static void test_layernorm_backward_threads(void)
+{
+    enum { M = 301, D = 40 };
+    static real x[M * D], dy[M * D], dx1[M * D], dx2[M * D], y[M * D], mean[M], rstd[M], gamma[D], beta[D];
+    real dg1[D] = {0}, db1[D] = {0}, dg2[D] = {0}, db2[D] = {0};
+    for (int i = 0; i < M * D; i++) {
+        x[i] = 2 * sinf(0.3f * (float)i) + 0.01f * (float)(i % 13);
+        dy[i] = cosf(0.17f * (float)i);
+    }
+    for (int d = 0; d < D; d++) {
+        gamma[d] = 1 + 0.01f * (float)d;
+        beta[d] = 0.1f;
+    }
+    layernorm_forward(y, mean, rstd, x, gamma, beta, M, D, 1e-5f);
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    layernorm_backward(dx1, dg1, db1, dy, x, mean, rstd, gamma, M, D);
+    omp_set_num_threads(2);
+    memcpy(dx2, dy, sizeof dx2);
+    layernorm_backward(dx2, dg2, db2, dx2, x, mean, rstd, gamma, M, D);
+    omp_set_num_threads(threads);
+    CHECK(memcmp(dx1, dx2, sizeof dx1) == 0 && memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(db1, db2, sizeof db1) == 0,
+          "layernorm_backward: 1 thread and 2 (in place) differ");
+}
+
 /* max |a - b| over max |b|: how far a is from b on b's own scale. */
 static double largest_difference(const float *a, const float *b, size_t n)
 {
@@ -748,6 +775,7 @@ int main(void)
     test_error_one_line();
     test_gelu_precision();
     test_bias_backward();
+    test_layernorm_backward_threads();
     test_dropout_keep_mask();
     test_attention_softmax();
     test_layernorm_gelu_backward();
