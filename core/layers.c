@@ -237,32 +237,47 @@ void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_o
 
 /* ---- instance norm over positions ----------------------------------------- */
 
+/* Channels at a time in instancenorm_forward: a line of each position's
+ * row. Going down one channel at a time read a line per value (speech
+ * targets: 0.8% of a step); each channel still sums its positions in
+ * order, so the bits are the same. */
+#define INSTANCENORM_CHANNELS 16
+
 void instancenorm_forward(real *out, real *mean, real *rstd, const real *in, const uint8_t *pad,
                           int B, int N, int D, real eps)
 {
+    const int blocks = (D + INSTANCENORM_CHANNELS - 1) / INSTANCENORM_CHANNELS;
 #pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
-        for (int d = 0; d < D; d++) {
-            const real *x = in + (size_t)b * N * D + d;
-            real *y = out + (size_t)b * N * D + d;
+        for (int blk = 0; blk < blocks; blk++) {
+            const int d0 = blk * INSTANCENORM_CHANNELS;
+            const int w = D - d0 < INSTANCENORM_CHANNELS ? D - d0 : INSTANCENORM_CHANNELS;
+            const real *x = in + (size_t)b * N * D + d0;
+            real *y = out + (size_t)b * N * D + d0;
             const uint8_t *p = pad ? pad + (size_t)b * N : NULL;
-            real mu = 0, count = 0;
+            real mu[INSTANCENORM_CHANNELS] = {0}, var[INSTANCENORM_CHANNELS] = {0}, r[INSTANCENORM_CHANNELS];
+            real count = 0;
             for (int n = 0; n < N; n++)
                 if (!p || !p[n]) {
-                    mu += x[(size_t)n * D];
+                    for (int j = 0; j < w; j++)
+                        mu[j] += x[(size_t)n * D + j];
                     count += 1;
                 }
-            mu = count > 0 ? mu / count : 0;
-            real var = 0;
+            for (int j = 0; j < w; j++)
+                mu[j] = count > 0 ? mu[j] / count : 0;
             for (int n = 0; n < N; n++)
                 if (!p || !p[n])
-                    var += (x[(size_t)n * D] - mu) * (x[(size_t)n * D] - mu);
-            var = count > 0 ? var / count : 0;
-            real r = R(1) / sqrt(var + eps);
+                    for (int j = 0; j < w; j++)
+                        var[j] += (x[(size_t)n * D + j] - mu[j]) * (x[(size_t)n * D + j] - mu[j]);
+            for (int j = 0; j < w; j++) {
+                var[j] = count > 0 ? var[j] / count : 0;
+                r[j] = R(1) / sqrt(var[j] + eps);
+                mean[(size_t)b * D + d0 + j] = mu[j];
+                rstd[(size_t)b * D + d0 + j] = r[j];
+            }
             for (int n = 0; n < N; n++)
-                y[(size_t)n * D] = (!p || !p[n]) ? (x[(size_t)n * D] - mu) * r : 0;
-            mean[(size_t)b * D + d] = mu;
-            rstd[(size_t)b * D + d] = r;
+                for (int j = 0; j < w; j++)
+                    y[(size_t)n * D + j] = (!p || !p[n]) ? (x[(size_t)n * D + j] - mu[j]) * r[j] : 0;
         }
 }
 
