@@ -402,6 +402,7 @@ static int show_attention(const char *checkpoint, const char *input, const char 
 {
     Shown w;
     float *att = NULL;
+    real *last_probs = NULL;
     Canvas c = {0};
     int rc = prepare(&w, checkpoint, NULL, input, 0, 1, err);
     if (rc == 0 && (w.view.kind != VIEW_IMAGE || w.fe.cls_position < 0))
@@ -412,11 +413,20 @@ static int show_attention(const char *checkpoint, const char *input, const char 
     {
         const Transformer *t = &w.model.d2v.encoder;
         const int N = w.fe.N, H = t->heads, G = w.view.n_positions;
-        /* The student's encoder in eval mode keeps every block's attention
-         * probabilities in the arena (transformer.h, BlockActs.probs). */
+        /* The last block writes its attention probabilities where
+         * BlockActs.probs points: the arena where a student keeps them for
+         * its backward, or nowhere (NULL). A forward alone may point it
+         * anywhere: here, at a buffer of our own. */
+        BlockActs *last = &w.model.acts.student.blocks[t->layers - 1];
+        last_probs = d2v_malloc((size_t)H * N * N * sizeof *last_probs, err);
+        if (!last_probs) {
+            rc = -1;
+            goto out;
+        }
+        last->probs = last_probs;
         const ForwardMode eval = {.train = 0};
         transformer_forward(t, w.model.ps.value, &w.model.acts.student, w.fe.x_teacher, w.fe.pad, 1, N, eval);
-        const real *probs = w.model.acts.student.blocks[t->layers - 1].probs; /* (B,H,N,N) */
+        const real *probs = last->probs; /* (B,H,N,N) */
         att = d2v_malloc((size_t)H * G * sizeof *att, err);
         if (!att) {
             rc = -1;
@@ -471,6 +481,7 @@ static int show_attention(const char *checkpoint, const char *input, const char 
 out:
     canvas_free(&c);
     free(att);
+    free(last_probs);
     shown_free(&w);
     return rc;
 }

@@ -836,12 +836,13 @@ void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *p
         const int b = bh / H, h = bh % H;
         const real *q = qkv + (size_t)b * N * row + (size_t)h * Dh;
         const real *k = q + D, *v = q + 2 * D;
-        real *p = probs + (size_t)bh * N * N;
+        real *my_scratch = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
+        real *p = probs ? probs + (size_t)bh * N * N : my_scratch;
         const uint8_t *key_pad = pad ? pad + (size_t)b * N : NULL;
         attention_probs(p, q, k, key_pad, N, Dh, row, scale);
         const real *pv = p;
         if (drop.p > 0) {
-            real *tile = scratch + (size_t)omp_get_thread_num() * 3 * N * N;
+            real *tile = my_scratch + (size_t)N * N;
             DropoutSite s = drop;
             s.site = (drop.site << 16) + drop.first_bh + (uint64_t)bh; /* a distinct stream per (b,h) */
             dropout_range(tile, p, 0, (size_t)N * N, s, drop.keep ? drop.keep + (size_t)bh * attention_keep_bytes(N) : NULL);

@@ -109,7 +109,9 @@ size_t attention_keep_bytes(int N);
  * recomputes from qkv and pad (the same bits either way). scratch needs
  * attention_scratch_size() reals. */
 size_t attention_scratch_size(int N, int threads);
-/* out (B,N,D) and probs (B,H,N,N) from qkv (B,N,3D). */
+/* out (B,N,D) and probs (B,H,N,N) from qkv (B,N,3D). probs may be NULL
+ * where nobody reads them: each (b,h)'s then stays in its thread's scratch
+ * tile, in cache, instead of going out to memory. */
 void attention_forward(real *out, real *probs, const real *qkv, const uint8_t *pad, int B, int N, int D,
                        int H, DropoutSite drop, real *scratch);
 /* d_qkv (B,N,3D) from d_out (B,N,D). probs: the forward's (B,H,N,N), or

@@ -110,7 +110,11 @@ static void layout_block(BlockActs *b, Arena *arena, const TransformerActs *shar
     b->ln1_mean = arena_take(arena, M);
     b->ln1_rstd = arena_take(arena, M);
     b->qkv = arena_take(arena, M * 3 * D);
-    b->probs = shared->keep_probs ? arena_take(arena, (size_t)B * t->heads * N * N) : shared->probs_scratch;
+    /* Not kept: nobody reads them after the block's forward (the backward
+     * recomputes them), so they stay in the attention's per-thread scratch
+     * (NULL). Written out, a teacher's went to memory: image_tiny 7.4 MB a
+     * block. */
+    b->probs = shared->keep_probs ? arena_take(arena, (size_t)B * t->heads * N * N) : NULL;
     b->att = shared->keep_att ? arena_take(arena, M * D) : shared->att_scratch;
     b->proj = shared->proj_scratch;
     b->res1 = arena_take(arena, M * D);
@@ -150,8 +154,8 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
      * fit in t->attention_memory: its backward then skips recomputing them
      * (a GEMM and a softmax per head; image_tiny: 4.6 -> 2.8 ms per block's
      * attention backward with the recomputed output skipped too, 2
-     * threads). Otherwise one buffer serves every block's forward and is
-     * d_qkv in the backward (below). Where the attention outputs fit in
+     * threads). Otherwise they are not written out at all (BlockActs.probs
+     * NULL). Where the attention outputs fit in
      * what is left, they are kept too, and the backward skips recomputing
      * them (a GEMM per head more: text_tiny, not image_tiny). */
     const size_t probs = (size_t)B * t->heads * N * N;
@@ -159,8 +163,6 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     const double att_bytes = (double)M * D * sizeof(real) * t->layers;
     a->keep_probs = keep_all && probs_bytes <= (double)t->attention_memory;
     a->keep_att = a->keep_probs && probs_bytes + att_bytes <= (double)t->attention_memory;
-    const size_t probs_scratch = a->keep_probs ? 0 : probs;
-    a->probs_scratch = arena_take(arena, keep_all && 3 * M * D > probs_scratch ? 3 * M * D : probs_scratch);
     /* Pre-LN's LN1 and LN2 outputs are never needed at the same time. */
     a->ln1_scratch = arena_take(arena, M * D);
     a->ln2_scratch = post ? NULL : a->ln1_scratch;
@@ -187,7 +189,7 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
     a->d_c = a->proj_scratch;
     a->d_stream = arena_take(arena, M * D);
     a->d_f = a->act_scratch;
-    a->d_qkv = a->probs_scratch;
+    a->d_qkv = arena_take(arena, 3 * M * D);
 }
 
 /* ---- one block -------------------------------------------------------------------- */

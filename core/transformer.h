@@ -46,8 +46,7 @@ typedef struct {
     real *ln1_out, *ln1_mean, *ln1_rstd; /* ln1_out: shared, see below */
     real *qkv;               /* (M,3D) */
     real *probs;             /* (B,H,N,N) the block's own where the student keeps them
-                              * (TransformerActs.keep_probs), else shared: after a
-                              * forward, the last block's */
+                              * (TransformerActs.keep_probs), else NULL: not written */
     real *att, *res1;        /* (M,D); att the block's own where kept (keep_att), else shared, see below */
     real *ln2_out, *ln2_mean, *ln2_rstd; /* ln2_out: shared, see below */
     real *fc1;               /* (M,F); block_backward leaves GELU(fc1) in it */
@@ -83,7 +82,7 @@ typedef struct {
     real *attn_scratch;
     /* What every block's att, proj, act, ffn and ln1_out (and pre-LN's
      * ln2_out, post-LN's ln2_out in turn) point to. */
-    real *att_scratch, *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch, *probs_scratch;
+    real *att_scratch, *proj_scratch, *act_scratch, *ffn_scratch, *ln1_scratch, *ln2_scratch;
     real *out_scratch[2];
     /* backward scratch, shared by all blocks; some of it is the forward's
      * scratch above (transformer_layout) */
