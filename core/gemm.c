@@ -249,6 +249,20 @@ block_product(__m512 acc[MR][2], int kc, const float *restrict a, int row_stride
     }
 }
 
+/* block_product for the A panel's layout (microkernel's a_row_stride), the
+ * strides constant where they are known, so those loops have fixed offsets. */
+__attribute__((target("avx512f"), always_inline)) KERNEL_NOT_SANITIZED static inline void
+block_product_of_panel(__m512 acc[MR][2], int kc, const float *restrict a_panel, int a_row_stride,
+                       const float *restrict b_panel, int halves)
+{
+    if (a_row_stride == A_STRIDE)
+        block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel, halves);
+    else if (a_row_stride == 0)
+        block_product(acc, kc, a_panel, 1, MR, b_panel, halves);
+    else
+        block_product(acc, kc, a_panel, a_row_stride, 1, b_panel, halves);
+}
+
 /* C[rows x cols] = alpha * (A panel . B panel) + beta * C, rows <= MR, cols <= NR,
  * or, where bias is given, + bias (one value per column) instead of beta C.
  * beta == 0 never reads C (BLAS semantics: C may hold anything, NaN included).
@@ -271,22 +285,10 @@ __attribute__((target("avx512f"))) KERNEL_NOT_SANITIZED static void microkernel(
         _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_ET0);
         _mm_prefetch((const char *)(c + (size_t)i * ldc + cols - 1), _MM_HINT_ET0);
     }
-    /* Constant strides where they are known, so those loops have fixed offsets. */
-    if (cols > 16) {
-        if (a_row_stride == A_STRIDE)
-            block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel, 2);
-        else if (a_row_stride == 0)
-            block_product(acc, kc, a_panel, 1, MR, b_panel, 2);
-        else
-            block_product(acc, kc, a_panel, a_row_stride, 1, b_panel, 2);
-    } else {
-        if (a_row_stride == A_STRIDE)
-            block_product(acc, kc, a_panel, A_STRIDE, 1, b_panel, 1);
-        else if (a_row_stride == 0)
-            block_product(acc, kc, a_panel, 1, MR, b_panel, 1);
-        else
-            block_product(acc, kc, a_panel, a_row_stride, 1, b_panel, 1);
-    }
+    if (cols > 16)
+        block_product_of_panel(acc, kc, a_panel, a_row_stride, b_panel, 2);
+    else
+        block_product_of_panel(acc, kc, a_panel, a_row_stride, b_panel, 1);
     const __mmask16 lo = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
     const __mmask16 hi = cols >= NR ? (__mmask16)0xffff : cols <= 16 ? 0 : (__mmask16)((1u << (cols - 16)) - 1);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
