@@ -155,9 +155,9 @@ void transformer_layout(TransformerActs *a, Arena *arena, const Transformer *t, 
      * (a GEMM and a softmax per head; image_tiny: 4.6 -> 2.8 ms per block's
      * attention backward with the recomputed output skipped too, 2
      * threads). Otherwise they are not written out at all (BlockActs.probs
-     * NULL). Where the attention outputs fit in
-     * what is left, they are kept too, and the backward skips recomputing
-     * them (a GEMM per head more: text_tiny, not image_tiny). */
+     * NULL) and the backward recomputes them. Where the attention outputs
+     * fit in what is left, they are kept too, and the backward skips
+     * recomputing them (a GEMM per head more: text_tiny, not image_tiny). */
     const size_t probs = (size_t)B * t->heads * N * N;
     const double probs_bytes = (double)probs * sizeof(real) * t->layers;
     const double att_bytes = (double)M * D * sizeof(real) * t->layers;
@@ -306,7 +306,7 @@ void block_backward(const Transformer *t, int layer, const real *w, real *g, con
      * after. */
     const real *d_proj = dropout_grad(s->d_a, d_res1, MD, site(mode, t->dropout, layer, SITE_PROJ, N, D, 0, a->proj_keep));
     linear_backward(s->d_c, NULL, g + p->proj_b, d_proj, NULL, w + p->proj_w, M, D, D, 0);
-    attention_backward(s->d_qkv, s->keep_att ? NULL : a->att, s->d_c, a->qkv, s->keep_probs ? a->probs : NULL, pad,
+    attention_backward(s->d_qkv, s->keep_att ? NULL : a->att, s->d_c, a->qkv, a->probs, pad,
                        B, N, D, t->heads,
                        site(mode, t->attention_dropout, layer, SITE_ATTN, N, 0, t->heads, a->attn_keep), s->attn_scratch);
     linear_backward_weight(g + p->proj_w, d_proj, a->att, M, D, D);
