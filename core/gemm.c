@@ -564,6 +564,47 @@ static float *pack_space(size_t floats)
     return space->data;
 }
 
+/* dst (cols x rows) = src (rows x cols)^T, 16 x 16 tiles transposed in
+ * registers (masked at the edges). */
+__attribute__((target("avx512f"))) static void transpose_matrix(float *dst, int ld_dst, const float *src, int ld_src,
+                                                               int rows, int cols, int threads)
+{
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int i0 = 0; i0 < rows; i0 += 16) {
+        const int height = rows - i0 < 16 ? rows - i0 : 16;
+        const __mmask16 down = (__mmask16)((1u << height) - 1);
+        for (int j0 = 0; j0 < cols; j0 += 16) {
+            const int width = cols - j0 < 16 ? cols - j0 : 16;
+            const __mmask16 across = (__mmask16)((1u << width) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = i < height ? _mm512_maskz_loadu_ps(across, src + (size_t)(i0 + i) * ld_src + j0)
+                                  : _mm512_setzero_ps();
+            transpose_16x16(r);
+            for (int j = 0; j < width; j++)
+                _mm512_mask_storeu_ps(dst + (size_t)(j0 + j) * ld_dst + i0, down, r[j]);
+        }
+    }
+}
+
+/* Whether C = alpha A^T B + beta C runs as its transpose, C^T = alpha B^T A
+ * + beta C^T, in scratch. This is a weight gradient's shape (K the batch's
+ * positions, long), and B is the operand every thread reads, packed KC rows
+ * by up to NC columns at a time into memory they share, while each thread
+ * packs its own rows of A into its L2. Where C has fewer rows than columns
+ * (fc2's gradient, d_out^T GELU(fc1), the speech CNN's d_conv^T windows)
+ * the swap makes the wide operand A. Measured on those shapes, 2 threads,
+ * operands cold: 256 x 1024 x 2048 341 -> 392-396 GFLOP/s, 192 x 768 x 3152
+ * 324-328 -> 375-386, 256 x 768 x 3199 346-348 -> 395-400, 256 x 1024 x 792
+ * 336-340 -> 389-394; moving C through the scratch (two transposes where
+ * beta is not 0) costs ~1/K of the product. Every element is the same
+ * multiply-adds in the same order (a b = b a), so the swap gives the
+ * unswapped product's bits (test_gemm checks). */
+static int runs_transposed(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, const float *bias)
+{
+    return trans_a != CblasNoTrans && trans_b == CblasNoTrans && !bias && M >= 64 && N > M && K >= 256;
+}
+
 static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, float alpha,
                         const float *A, int lda, const float *B, int ldb, float beta, const float *bias, float *C,
                         int ldc)
@@ -573,19 +614,33 @@ static int avx512_sgemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M,
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
     if ((double)M * N * K < GEMM_PARALLEL_MIN)
         threads = 1;
-    const int kc_max = K < KC ? K : KC, nc_max = N < NC ? N : NC;
+    const int swap = runs_transposed(trans_a, trans_b, M, N, K, bias);
+    const int cols = swap ? M : N; /* of the C the kernel writes */
+    const int kc_max = K < KC ? K : KC, nc_max = cols < NC ? cols : NC;
     const size_t b_floats = (size_t)kc_max * ((nc_max + NR - 1) / NR) * NR;
     const size_t a_floats = (size_t)threads * (MC / MR) * A_PANEL;
-    /* B's panels first, then each thread's A panels: b_floats is a
-     * multiple of NR = 32 floats, so a_pack stays 64-byte aligned. */
-    float *b_pack = pack_space(b_floats + a_floats);
+    const size_t c_floats = swap ? (size_t)M * N : 0;
+    /* B's panels first, then each thread's A panels, then the transposed C:
+     * b_floats is a multiple of NR = 32 floats and A_PANEL of 16, so each
+     * part stays 64-byte aligned. */
+    float *b_pack = pack_space(b_floats + a_floats + c_floats);
     if (!b_pack)
         return 0;
     float *a_pack = b_pack + b_floats;
     Operand a = {A, lda, trans_a != CblasNoTrans, 0, K}, b = {B, ldb, trans_b != CblasNoTrans, 0, K};
     a.in_place = !a.transposed && rows_spread_over_l1(lda);
     Share shares[threads];
-    blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, shares, threads);
+    if (!swap) {
+        blocked_sgemm(a, b, M, N, K, alpha, beta, bias, C, ldc, b_pack, a_pack, shares, threads);
+        return 1;
+    }
+    /* C^T (N,M) = B^T A: B becomes the transposed A, A the B. */
+    float *c_t = a_pack + a_floats;
+    const Operand a_t = {B, ldb, 1, 0, K}, b_t = {A, lda, 0, 0, K};
+    if (beta != 0)
+        transpose_matrix(c_t, M, C, ldc, M, N, threads);
+    blocked_sgemm(a_t, b_t, N, M, K, alpha, beta, NULL, c_t, M, b_pack, a_pack, shares, threads);
+    transpose_matrix(C, ldc, c_t, M, N, M, threads);
     return 1;
 }
 

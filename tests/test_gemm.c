@@ -2,8 +2,8 @@
  * computed here, over every transpose pair, edge sizes around its blocks
  * (MR 12, NR 32, KC 1024, MC 120, NC 1536), alpha and beta, d2v_sgemm_bias,
  * padded leading dimensions, and rows that overlap (lda < K, or < M
- * transposed); plus BLAS's beta = 0 rule, thread-count independence, and
- * the D2V_GEMM=openblas switch. */
+ * transposed); weight gradients run as their transpose; plus BLAS's beta = 0
+ * rule, thread-count independence, and the D2V_GEMM=openblas switch. */
 #include "check.h"
 #include "gemm.h"
 
@@ -152,6 +152,35 @@ int main(void)
     }
 
     check_overlapping_shapes();
+
+    /* Weight gradients' shapes, which gemm.c runs as their transpose (A
+     * transposed, B not, fewer rows than columns): beta in the scratch,
+     * several passes over k, padded leading dimensions, overlapping rows. */
+    check_product(1, 0, 64, 65, 256, 1.0f, 0.0f, 0, 0);
+    check_product(1, 0, 130, 333, 1100, 0.5f, 0.25f, 3, 0);
+    check_product(1, 0, 77, 1600, 2100, -2.0f, 1.0f, 1, 0);
+    check_overlapping(1, 0, 96, 384, 700, 96, 256);
+    /* ... and the same bits as the unswapped product, which the
+     * transposed call (more rows than columns) computes. */
+    {
+        const int M = 150, N = 420, K = 1500;
+        float *A = random_floats((size_t)K * M), *B = random_floats((size_t)K * N);
+        float *C = random_floats((size_t)M * N), *C_t = malloc((size_t)M * N * sizeof *C_t);
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++)
+                C_t[(size_t)n * M + m] = C[(size_t)m * N + n];
+        d2v_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 0.5f, A, M, B, N, 0.75f, C, N);
+        d2v_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, M, K, 0.5f, B, N, A, M, 0.75f, C_t, M);
+        int same = 1;
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++)
+                same &= memcmp(&C[(size_t)m * N + n], &C_t[(size_t)n * M + m], sizeof *C) == 0;
+        CHECK(same, "A^T B (run as its transpose) and (B^T A)^T gave different bits");
+        free(A);
+        free(B);
+        free(C);
+        free(C_t);
+    }
 
     /* beta = 0 must not read C: NaN there does not reach the result. */
     {
