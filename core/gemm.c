@@ -484,8 +484,9 @@ static void blocked_sgemm_thread(int t, int threads, Operand a, Operand b, int M
             for (int v = 1; v < threads; v++)
                 while (share_take(&shares[(t + v) % threads], chunk, 1, &lo, &hi))
                     multiply_panels(a, lo, hi, M, pass, b_pack, my_a, C, ldc, alpha);
-            /* Nobody repacks B while another thread still reads it. */
-            if (threads > 1) {
+            /* Nobody repacks B while another thread still reads it. After
+             * the last pass the parallel region's own end waits for all. */
+            if (threads > 1 && !(jc + NC >= N && pc + KC >= K)) {
 #pragma omp barrier
             }
         }
