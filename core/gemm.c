@@ -595,10 +595,12 @@ __attribute__((target("avx512f"))) static void transpose_matrix(float *dst, int 
  * packs its own rows of A into its L2. Where C has fewer rows than columns
  * (fc2's gradient, d_out^T GELU(fc1), the speech CNN's d_conv^T windows)
  * the swap makes the wide operand A. Measured on those shapes, 2 threads,
- * operands cold: 256 x 1024 x 2048 341 -> 392-396 GFLOP/s, 192 x 768 x 3152
- * 324-328 -> 375-386, 256 x 768 x 3199 346-348 -> 395-400, 256 x 1024 x 792
- * 336-340 -> 389-394; moving C through the scratch (two transposes where
- * beta is not 0) costs ~1/K of the product. Every element is the same
+ * operands cold, C's transposes included (two where beta is not 0):
+ * 256 x 1024 x 2048 341 -> 406 GFLOP/s, 192 x 768 x 3152 324-328 -> 406,
+ * 256 x 768 x 3199 346-348 -> 411, 256 x 1024 x 792 336-340 -> 373. In the
+ * step their operands are often still in cache and the gain is smaller
+ * (text_tiny's 256 x 1024 x 2048 from 0.90 to 0.95 of the rate of its
+ * 1024 x 256 x 2048 in the same run). Every element is the same
  * multiply-adds in the same order (a b = b a), so the swap gives the
  * unswapped product's bits (test_gemm checks). */
 static int runs_transposed(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int K, const float *bias)
