@@ -10,8 +10,8 @@
 #include <string.h>
 
 /* Windows this narrow (the first layer's: one channel, K = 10) give the
- * weight gradient's product few columns of C; conv1d_weight_grad_gemm
- * multiplies them the other way round. */
+ * weight gradient's product too few rows of C for the threads to share;
+ * conv1d_weight_grad_gemm gives each thread whole waveforms instead. */
 #define NARROW_WINDOW 16
 
 /* ---- spec parsing ---------------------------------------------------------------------- */
@@ -173,6 +173,17 @@ static void conv_weight_kc_add_back(real *w, const real *g_kc, int C_out, int C_
                 w[((size_t)o * C_in + c) * K + k] += g_kc[((size_t)o * K + k) * C_in + c];
 }
 
+/* w (C_out, C_in, K) += g_t (K, C_in, C_out): the same, from the weight
+ * gradient as the feature encoder computes it (transposed). */
+static void conv_weight_t_add_back(real *w, const real *g_t, int C_out, int C_in, int K)
+{
+#pragma omp parallel for schedule(static)
+    for (int o = 0; o < C_out; o++)
+        for (int c = 0; c < C_in; c++)
+            for (int k = 0; k < K; k++)
+                w[((size_t)o * C_in + c) * K + k] += g_t[((size_t)k * C_in + c) * C_out + o];
+}
+
 /* ---- the two matmuls that read the windows --------------------------------------------- */
 
 /* Window t of waveform b, the conv's input row (b, t), is K*C_in contiguous
@@ -237,26 +248,30 @@ static void conv_layer_forward(real *y, real *conv, real *mean, real *rstd, cons
     }
 }
 
-/* d_W_kc (C_out, K*C_in) = d_conv^T . windows, summed over the batch's
- * frames in order (per waveform when read in place). */
-static void conv1d_weight_grad_gemm(real *d_w_kc, const real *d_conv, const real *x, real *cols, int B, int T_in,
+/* d_W_kc^T (K*C_in, C_out) = windows^T . d_conv, summed over the batch's
+ * frames in order (per waveform when read in place). Transposed, the wide
+ * operand (the windows, K*C_in columns) is the product's A, which each
+ * thread packs for itself; as d_conv^T . windows it was B, packed into
+ * memory all threads share, and each per-waveform product that adds to
+ * the last moved C through gemm.c's transposed scratch and back.
+ * conv_weight_t_add_back takes this layout. */
+static void conv1d_weight_grad_gemm(real *d_w_t, const real *d_conv, const real *x, real *cols, int B, int T_in,
                                     int C_in, int C_out, int K, int S)
 {
     const int T_out = conv_out_length(T_in, K, S), width = C_in * K;
     const real *rows = batch_windows(cols, x, B, T_in, C_in, K, S);
     if (rows) {
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, B * T_out, R(1), d_conv, C_out, rows, width, R(0),
-             d_w_kc, width);
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, width, C_out, B * T_out, R(1), rows, width, d_conv, C_out, R(0),
+             d_w_t, C_out);
         return;
     }
     if (width <= NARROW_WINDOW) {
-        /* As d_conv^T . windows the product has `width` columns, a third of
-         * the microkernel's 32, and its 256 rows were shared by the threads
-         * over 6399-frame passes (speech_tiny: 24 GFLOP/s, 11 ms a step).
-         * Transposed, windows^T . d_conv (width x C_out) has a full row
-         * panel and reads d_conv in order; a waveform per thread, each into
-         * its own slot of cols (free here: the windows are read in place),
-         * then the slots are added in waveform order, whatever the threads. */
+        /* A narrow layer (the first: one channel, K = 10) has too few
+         * rows of C for the threads to share over 6399-frame passes
+         * (speech_tiny: 24 GFLOP/s, 11 ms a step): a waveform per thread
+         * instead, each into its own slot of cols (free here: the windows
+         * are read in place), then the slots added in waveform order,
+         * whatever the threads. */
         real *per_wave = cols;
 #pragma omp parallel for schedule(dynamic, 1)
         for (int b = 0; b < B; b++)
@@ -264,18 +279,18 @@ static void conv1d_weight_grad_gemm(real *d_w_kc, const real *d_conv, const real
                  S * C_in, d_conv + (size_t)b * T_out * C_out, C_out, R(0), per_wave + (size_t)b * width * C_out,
                  C_out);
 #pragma omp parallel for schedule(static)
-        for (int o = 0; o < C_out; o++)
-            for (int j = 0; j < width; j++) {
+        for (int j = 0; j < width; j++)
+            for (int o = 0; o < C_out; o++) {
                 real sum = 0;
                 for (int b = 0; b < B; b++)
                     sum += per_wave[((size_t)b * width + j) * C_out + o];
-                d_w_kc[(size_t)o * width + j] = sum;
+                d_w_t[(size_t)j * C_out + o] = sum;
             }
         return;
     }
     for (int b = 0; b < B; b++)
-        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, C_out, width, T_out, R(1), d_conv + (size_t)b * T_out * C_out,
-             C_out, x + (size_t)b * T_in * C_in, S * C_in, b == 0 ? R(0) : R(1), d_w_kc, width);
+        gemm(CblasRowMajor, CblasTrans, CblasNoTrans, width, C_out, T_out, R(1), x + (size_t)b * T_in * C_in, S * C_in,
+             d_conv + (size_t)b * T_out * C_out, C_out, b == 0 ? R(0) : R(1), d_w_t, C_out);
 }
 
 /* d_x (B, T_in, C_in), the adjoint of the windows, from d_conv (B*T_out,
@@ -364,9 +379,9 @@ void conv_encoder_backward(real *d_wave, const ConvEncoderParams *grads, const r
             x = buf->act;
         }
         /* d_W, added to the gradient in its (C_out, C_in, K) order */
-        real *w_kc = buf->weight_kc, *d_w_kc = buf->weight_kc + plan->weight_max;
-        conv1d_weight_grad_gemm(d_w_kc, d, x, buf->cols, B, plan->t_in[l], C_in, C_out, K, S);
-        conv_weight_kc_add_back(grads->weight[l], d_w_kc, C_out, C_in, K);
+        real *w_kc = buf->weight_kc, *d_w_t = buf->weight_kc + plan->weight_max;
+        conv1d_weight_grad_gemm(d_w_t, d, x, buf->cols, B, plan->t_in[l], C_in, C_out, K, S);
+        conv_weight_t_add_back(grads->weight[l], d_w_t, C_out, C_in, K);
         if (l == 0 && !d_wave)
             break;
         /* d(layer input) into act, whose x the weight gradient has spent. */
