@@ -206,6 +206,7 @@ static inline void layernorm_backward_row(real *dx, real *g, real *b, const real
  * and in are read once. (Threads taking 16-channel strips down every row
  * first, then the rows again: 0.75% + 0.43% of an image_tiny step.) */
 #define LAYERNORM_ROW_BLOCKS 16
+#define LAYERNORM_WIDE 4096 /* channels past which the blocks' partial sums (on the stack) would pass 512 KB */
 
 void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_out, const real *in,
                         const real *mean, const real *rstd, const real *gamma, int M, int D)
@@ -214,6 +215,14 @@ void layernorm_backward(real *d_in, real *d_gamma, real *d_beta, const real *d_o
 #pragma omp parallel for schedule(static)
         for (int m = 0; m < M; m++)
             layernorm_backward_row(d_in + (size_t)m * D, NULL, NULL, d_out + (size_t)m * D, in + (size_t)m * D,
+                                   mean[m], rstd[m], gamma, D);
+        return;
+    }
+    if (D > LAYERNORM_WIDE) {
+        /* Rows this wide: one block, on one thread, straight into the
+         * gradients (still one fixed order). */
+        for (int m = 0; m < M; m++)
+            layernorm_backward_row(d_in + (size_t)m * D, d_gamma, d_beta, d_out + (size_t)m * D, in + (size_t)m * D,
                                    mean[m], rstd[m], gamma, D);
         return;
     }

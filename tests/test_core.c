@@ -599,6 +599,38 @@ static void test_layernorm_backward_threads(void)
     omp_set_num_threads(threads);
     CHECK(memcmp(dx1, dx2, sizeof dx1) == 0 && memcmp(dg1, dg2, sizeof dg1) == 0 && memcmp(db1, db2, sizeof db1) == 0,
           "layernorm_backward: 1 thread and 2 (in place) differ");
+
+    /* Rows wider than the stack's partial sums allow (layers.c,
+     * LAYERNORM_WIDE) take one block: the gain and bias gradients still
+     * the sums over rows, d_in the same as without them. */
+    enum { WM = 7, WD = 5000 };
+    real *wx = malloc(sizeof(real) * WM * WD * 4 + sizeof(real) * WD * 3), *wdy = wx + WM * WD, *wdx = wdy + WM * WD,
+         *wdx_plain = wdx + WM * WD, *wgamma = wdx_plain + WM * WD, *wdg = wgamma + WD, *wdb = wdg + WD;
+    real wmean[WM], wrstd[WM];
+    for (int i = 0; i < WM * WD; i++) {
+        wx[i] = sinf(0.7f * (float)i);
+        wdy[i] = cosf(0.11f * (float)i);
+    }
+    for (int d = 0; d < WD; d++) {
+        wgamma[d] = 1 - 0.0001f * (float)d;
+        wdg[d] = wdb[d] = 0;
+    }
+    layernorm_forward(wdx, wmean, wrstd, wx, NULL, NULL, WM, WD, 1e-5f); /* only its statistics are used */
+    layernorm_backward(wdx, wdg, wdb, wdy, wx, wmean, wrstd, wgamma, WM, WD);
+    layernorm_backward(wdx_plain, NULL, NULL, wdy, wx, wmean, wrstd, wgamma, WM, WD);
+    double worst = 0;
+    for (int d = 0; d < WD; d++) {
+        double g = 0, b = 0;
+        for (int m = 0; m < WM; m++) {
+            const double xhat = ((double)wx[m * WD + d] - wmean[m]) * wrstd[m];
+            g += wdy[m * WD + d] * xhat;
+            b += wdy[m * WD + d];
+        }
+        worst = fmax(worst, fmax(fabs(wdg[d] - g), fabs(wdb[d] - b)));
+    }
+    CHECK(worst < 1e-5 && memcmp(wdx, wdx_plain, sizeof(real) * WM * WD) == 0,
+          "layernorm_backward, %d channels: gradients off by %.3g, or d_in not the same as without them", WD, worst);
+    free(wx);
 }
 
 /* max |a - b| over max |b|: how far a is from b on b's own scale. */
